@@ -1,0 +1,62 @@
+"""Export a trained Keras classifier as the SavedModel the service loads.
+
+The contract with `app/` lives here and in `app/model.py`:
+- `<dir>/saved_model.pb` + `variables/`: signature `serving_default` (also callable as `.serve`)
+  takes `images`, a uint8 batch [N, H, W, 3] of any H, W, and returns `probabilities`, float32
+  [N, len(class_names)], columns in `class_names` order.
+- Resizing to the input size and all pixel scaling happen inside the graph, so any caller that
+  hands raw RGB pixels gets the numbers the model was trained for.
+- `<dir>/metadata.json`: what the model is and how it was made (see `write_metadata`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+METADATA_FILE = "metadata.json"
+SIGNATURE_INPUT = "images"
+SIGNATURE_OUTPUT = "probabilities"
+
+
+def build_serving_function(model: keras.Model, image_size: int) -> Any:
+    """Wrap a model with a sigmoid (1 unit: P(second class)) or softmax head as uint8 -> probabilities."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=SIGNATURE_INPUT)])
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Pillow already resized images sent by the service, and resizing to the same size is the
+        # identity; the resize is here for every other caller of the SavedModel.
+        pixels = tf.image.resize(images, (image_size, image_size), antialias=True)
+        scores = model(pixels, training=False)
+        if scores.shape[-1] == 1:
+            scores = tf.concat([1.0 - scores, scores], axis=-1)
+        return {SIGNATURE_OUTPUT: tf.cast(scores, tf.float32)}
+
+    return serve
+
+
+def export_saved_model(
+    model: keras.Model, output_dir: Path, image_size: int, metadata: dict[str, Any]
+) -> Path:
+    """Write the SavedModel and metadata.json into `output_dir` (created, contents replaced)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", build_serving_function(model, image_size))
+    archive.write_out(str(output_dir), verbose=False)
+    write_metadata(output_dir, {**metadata, "image_size": image_size})
+    return output_dir
+
+
+def write_metadata(output_dir: Path, metadata: dict[str, Any]) -> None:
+    """metadata.json keys the service relies on: class_names, image_size, version, architecture."""
+    missing = {"class_names", "image_size", "version", "architecture"} - metadata.keys()
+    if missing:
+        raise ValueError(f"metadata lacks required keys: {sorted(missing)}")
+    text = json.dumps(metadata, indent=2, sort_keys=True, default=str)
+    (Path(output_dir) / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
