@@ -1,0 +1,185 @@
+"""Server-side dynamic batching.
+
+Concurrent requests each submit one image; a single worker groups waiting images into one model
+call of up to `max_batch_size`, waiting at most `max_wait_s` after the oldest image arrived for the
+batch to fill. The model runs in one dedicated thread, so the event loop keeps accepting requests
+(and the next batch keeps filling) while TensorFlow works. The queue is bounded: when it is full,
+`submit` fails fast with `QueueFullError` instead of letting latency grow without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.metrics import ServiceMetrics
+
+logger = logging.getLogger("catdog.batching")
+
+
+class QueueFullError(RuntimeError):
+    """Too many images are already waiting; the client should retry later."""
+
+
+class BatcherClosedError(RuntimeError):
+    """The service is shutting down and takes no more work."""
+
+
+class InferenceError(RuntimeError):
+    """The model call itself failed."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    probabilities: np.ndarray  # one row: a probability per class
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued_at: float
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_wait_s < 0:
+            raise ValueError("batch size and queue size must be positive, max wait not negative")
+        self._predict = predict
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._max_queue_size = max_queue_size
+        self._metrics = metrics
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._in_flight: list[_Job] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done() and not self._closed
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        if self._worker is not None:
+            raise RuntimeError("batcher already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-inference")
+        self._worker = asyncio.create_task(self._run(), name="catdog-batcher")
+
+    async def close(self) -> None:
+        """Stop taking work, fail whatever still waits, and stop the worker."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for job in [*self._in_flight, *self._pending]:
+            if not job.future.done():
+                job.future.set_exception(BatcherClosedError("the service is shutting down"))
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._set_depth_metric()
+
+    async def submit(self, image: np.ndarray) -> BatchResult:
+        return (await self.submit_many([image]))[0]
+
+    async def submit_many(self, images: Sequence[np.ndarray]) -> list[BatchResult]:
+        """Queue all images or none: a batch request is never half accepted."""
+        if self._closed or self._worker is None:
+            raise BatcherClosedError("the service is not accepting work")
+        if len(self._pending) + len(images) > self._max_queue_size:
+            if self._metrics is not None:
+                self._metrics.rejected.inc(len(images))
+            raise QueueFullError(
+                f"{len(self._pending)} images are waiting (limit {self._max_queue_size}); retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(image, loop.create_future(), loop.time()) for image in images]
+        self._pending.extend(jobs)
+        self._set_depth_metric()
+        self._wakeup.set()
+        return list(await asyncio.gather(*(job.future for job in jobs)))
+
+    async def _run(self) -> None:
+        while True:
+            jobs = await self._next_batch()
+            if jobs:
+                await self._execute(jobs)
+
+    async def _next_batch(self) -> list[_Job]:
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        # Wait for the batch to fill, but never longer than max_wait after the oldest image arrived.
+        deadline = self._pending[0].enqueued_at + self._max_wait_s
+        while len(self._pending) < self._max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        count = min(self._max_batch_size, len(self._pending))
+        jobs = [self._pending.popleft() for _ in range(count)]
+        self._set_depth_metric()
+        # A client that went away has had its future cancelled; don't spend model time on it.
+        return [job for job in jobs if not job.future.done()]
+
+    async def _execute(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        batch = np.stack([job.image for job in jobs])
+        self._in_flight = jobs
+        try:
+            probabilities = await loop.run_in_executor(self._executor, self._predict, batch)
+        except Exception as exc:
+            logger.exception("model call failed", extra={"batch_size": len(jobs)})
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(InferenceError(f"the model call failed: {exc}"))
+            self._in_flight = []
+            return
+        # Not cleared on cancellation: close() fails the jobs of a batch it interrupted.
+        self._in_flight = []
+        inference_seconds = loop.time() - started
+        if self._metrics is not None:
+            self._metrics.inference_latency.observe(inference_seconds)
+            self._metrics.batch_size.observe(len(jobs))
+        for row, job in enumerate(jobs):
+            queue_seconds = started - job.enqueued_at
+            if self._metrics is not None:
+                self._metrics.queue_wait.observe(queue_seconds)
+            if not job.future.done():
+                job.future.set_result(
+                    BatchResult(probabilities[row], queue_seconds, inference_seconds, len(jobs))
+                )
+
+    def _set_depth_metric(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(len(self._pending))

@@ -1,0 +1,88 @@
+"""The FastAPI application factory. Run it with `python -m app serve` (see app/__main__.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.batching import DynamicBatcher
+from app.dependencies import ServiceState
+from app.errors import install_error_handlers
+from app.metrics import ServiceMetrics
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.model import load_classifier
+from app.routes import router
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger("catdog")
+
+DESCRIPTION = """
+Classifies photos as **cat** or **dog**.
+
+Try it: open `POST /predict`, press *Try it out*, choose a photo for `file` and *Execute*.
+From a shell: `curl -F file=@cat.jpg http://localhost:8000/predict`, or send the bytes directly:
+`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' http://localhost:8000/predict`.
+
+Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    settings = state.settings
+    # Load and warm up before the server accepts a single connection: /readyz is honest from the start.
+    classifier = await run_in_threadpool(load_classifier, settings.model_dir)
+    warm_up_seconds = await run_in_threadpool(classifier.warm_up, (1, settings.max_batch_size))
+    batcher = DynamicBatcher(
+        classifier.predict,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue_size=settings.max_queue_size,
+        metrics=state.metrics,
+    )
+    await batcher.start()
+    state.classifier, state.batcher = classifier, batcher
+    logger.info(
+        "ready",
+        extra={
+            "model_version": classifier.version,
+            "warm_up_seconds": round(warm_up_seconds, 3),
+            "max_batch_size": settings.max_batch_size,
+            "max_wait_ms": settings.max_wait_ms,
+        },
+    )
+    try:
+        yield
+    finally:
+        state.batcher = None
+        await batcher.close()
+        logger.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="catdog",
+        version="1.0.0",
+        summary="Cat-vs-dog image classification",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = ServiceState(settings=settings, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(router)
+    # Added last = runs first: every response, even a 413 from the size limit, gets a request id.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        single_limit=settings.max_upload_bytes,
+        batch_limit=settings.max_batch_request_bytes,
+        default_limit=1024 * 1024,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,56 @@
+"""Prometheus metrics, in a registry per app so several apps (tests) never share counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class ServiceMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "catdog_http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "catdog_http_request_duration_seconds",
+            "Wall time from request arrival to response, by route template.",
+            ("route",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "catdog_queue_wait_seconds",
+            "Time an image waits in the batching queue before its model call starts.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_latency = Histogram(
+            "catdog_inference_duration_seconds",
+            "Duration of one batched model call.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "catdog_batch_size",
+            "Images per model call.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "catdog_queue_depth", "Images waiting for a model call.", registry=self.registry
+        )
+        self.rejected = Counter(
+            "catdog_queue_rejected_total",
+            "Images refused because the queue was full.",
+            registry=self.registry,
+        )

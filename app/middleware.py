@@ -1,0 +1,136 @@
+"""ASGI middleware: request ids, access logs and metrics for every request; request body limits."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import APIError, error_response
+from app.logs import set_request_id
+from app.metrics import ServiceMetrics
+
+access_logger = logging.getLogger("catdog.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Room for multipart boundaries and part headers on top of the image bytes.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class RequestContextMiddleware:
+    """Give each request an id (the client's X-Request-ID if sane), echo it, log and count the request."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        # Left set on purpose: uvicorn runs each request in its own task (its own context), and a 500
+        # rendered outside this middleware should still carry the id.
+        set_request_id(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.request_latency.labels(template).observe(elapsed)
+            access_logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or ("?",))[0],
+                },
+            )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER.encode():
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.match(candidate) else None
+    return None
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over a per-path limit before they are read into memory or spooled.
+
+    A declared Content-Length over the limit is answered at once; a chunked body is counted as it
+    streams and cut off when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, single_limit: int, batch_limit: int, default_limit: int) -> None:
+        self.app = app
+        self.limits = {
+            "/predict": single_limit + _MULTIPART_OVERHEAD,
+            "/predict/batch": batch_limit + _MULTIPART_OVERHEAD,
+        }
+        self.default_limit = default_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"].rstrip("/") or "/", self.default_limit)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            response = error_response(
+                413,
+                "payload_too_large",
+                f"request body of {declared} bytes is over the limit of {limit} bytes for this endpoint",
+                # The client may still be sending; tell it the connection will not be reused.
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise APIError(
+                        413,
+                        "payload_too_large",
+                        f"request body is over the limit of {limit} bytes for this endpoint",
+                    )
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

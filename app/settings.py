@@ -1,0 +1,55 @@
+"""Service configuration, read from `CATDOG_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CATDOG_", env_file=".env", extra="ignore")
+
+    # Where the exported SavedModel + metadata.json live.
+    model_dir: Path = REPO_ROOT / "model" / "default"
+    # Training data for the first start without a model (see app/bootstrap.py).
+    data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
+    auto_train: bool = True
+    train_preset: str = "default"
+    # Extra `python -m training train` arguments, e.g. "--epochs 5" for a quick model.
+    train_args: str = ""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    # Upload limits: bytes per image, and decoded pixels per image (decompression bombs).
+    max_upload_bytes: int = Field(default=10 * MiB, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_batch_files: int = Field(default=32, ge=1)
+    max_batch_request_bytes: int = Field(default=64 * MiB, ge=1)
+
+    # Dynamic batching: group concurrent requests up to max_batch_size, waiting at most max_wait_ms
+    # for the batch to fill; beyond max_queue_size waiting images the service answers 503.
+    max_batch_size: int = Field(default=16, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_queue_size: int = Field(default=256, ge=1)
+    retry_after_seconds: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Settings:
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError("max_queue_size must be at least max_batch_size")
+        if self.max_queue_size < self.max_batch_files:
+            raise ValueError("max_queue_size must be at least max_batch_files, or no full batch request fits")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,124 @@
+"""Getting image bytes out of a request: multipart `file`/`files` fields or a raw image body.
+
+Everything a client can get wrong here becomes an `APIError` with a 4xx status:
+415 for a body or part that is not an image type we read, 413 for too many or too large files,
+422 for a missing form field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from app.errors import APIError
+from app.imaging import SUPPORTED_MEDIA_TYPES
+
+# Types a client may declare for bytes whose format we then sniff ourselves.
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "image/*"})
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+def media_type(header: str | None) -> str:
+    """'Image/JPEG; charset=x' -> 'image/jpeg'."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def check_declared_type(declared: str, what: str) -> None:
+    if declared in _GENERIC_TYPES or declared in SUPPORTED_MEDIA_TYPES:
+        return
+    supported = ", ".join(sorted(SUPPORTED_MEDIA_TYPES))
+    raise APIError(
+        415,
+        "unsupported_media_type",
+        f"{what} has content type '{declared}', which is not a supported image type",
+        {"supported": supported},
+    )
+
+
+def check_size(upload: Upload, max_bytes: int) -> None:
+    if len(upload.data) > max_bytes:
+        name = f"'{upload.filename}'" if upload.filename else "the image"
+        raise APIError(
+            413,
+            "payload_too_large",
+            f"{name} is {len(upload.data)} bytes, over the limit of {max_bytes} bytes",
+            {"max_upload_bytes": max_bytes},
+        )
+
+
+async def read_single_image(request: Request, max_bytes: int) -> Upload:
+    """POST /predict: multipart with a `file` field, or the image itself as the body."""
+    declared = media_type(request.headers.get("content-type"))
+    if declared == "multipart/form-data":
+        uploads = await _read_form_files(request, field="file", max_files=1)
+        upload = uploads[0]
+    elif declared.startswith("image/") or declared == "application/octet-stream":
+        check_declared_type(declared, "the request body")
+        upload = Upload(filename=None, content_type=declared, data=await request.body())
+    else:
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"content type '{declared or '(none)'}' is not accepted: send multipart/form-data with a "
+            "'file' field, or the image bytes with an image/* content type",
+        )
+    check_size(upload, max_bytes)
+    return upload
+
+
+async def read_image_files(request: Request, max_bytes: int, max_files: int) -> list[Upload]:
+    """POST /predict/batch: multipart with one or more `files` fields."""
+    declared = media_type(request.headers.get("content-type"))
+    if declared != "multipart/form-data":
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"content type '{declared or '(none)'}' is not accepted: send multipart/form-data "
+            "with one or more 'files' fields",
+        )
+    uploads = await _read_form_files(request, field="files", max_files=max_files)
+    for upload in uploads:
+        check_size(upload, max_bytes)
+    return uploads
+
+
+async def _read_form_files(request: Request, field: str, max_files: int) -> list[Upload]:
+    # Starlette rejects more parts than allowed while parsing, before spooling them all.
+    async with request.form(max_files=max_files + 8, max_fields=64) as form:
+        values = form.getlist(field)
+        if not values:
+            present = sorted(set(form.keys()))
+            raise APIError(
+                422,
+                "validation_error",
+                f"multipart field '{field}' is missing",
+                [{"location": ["body", field], "message": "field required", "received_fields": present}],
+            )
+        if len(values) > max_files:
+            raise APIError(
+                413,
+                "too_many_files",
+                f"{len(values)} files sent in '{field}', the limit is {max_files}",
+                {"max_files": max_files},
+            )
+        uploads = []
+        for value in values:
+            if not isinstance(value, UploadFile):
+                raise APIError(
+                    422,
+                    "validation_error",
+                    f"multipart field '{field}' must be a file upload, not a text value",
+                    [{"location": ["body", field], "message": "expected a file"}],
+                )
+            declared = media_type(value.content_type)
+            check_declared_type(declared, f"file '{value.filename or field}'")
+            uploads.append(Upload(value.filename, declared, await value.read()))
+    return uploads

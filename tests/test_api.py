@@ -1,0 +1,285 @@
+"""API behaviour against a real exported (tiny) SavedModel: answers, and a clear 4xx for every bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.images import BLUE, RED, blue_jpeg, encode, red_png, solid, truncated_jpeg
+
+
+def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+
+def test_predict_multipart_returns_label_probabilities_version_latency(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("cat.png", red_png(), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == "cat"
+    assert set(body["probabilities"]) == {"cat", "dog"}
+    assert body["probabilities"]["cat"] > 0.9
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["confidence"] == body["probabilities"]["cat"]
+    assert body["model_version"] == "tiny-test-1"
+    assert body["latency_ms"] > 0
+    assert body["timing"]["batch_size"] >= 1
+
+
+def test_predict_raw_image_body(client: TestClient) -> None:
+    response = client.post("/predict", content=blue_jpeg(), headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "dog"
+
+
+def test_predict_octet_stream_part_is_sniffed(client: TestClient) -> None:
+    # curl -F file=@photo sends application/octet-stream when it cannot guess the type.
+    response = client.post("/predict", files={"file": ("photo", blue_jpeg(), "application/octet-stream")})
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "dog"
+
+
+def test_predict_batch_keeps_order_and_filenames(client: TestClient) -> None:
+    files = [
+        ("files", ("a.png", red_png(), "image/png")),
+        ("files", ("b.jpg", blue_jpeg(), "image/jpeg")),
+        ("files", ("c.gif", solid(RED, fmt="GIF"), "image/gif")),
+    ]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [p["label"] for p in body["predictions"]] == ["cat", "dog", "cat"]
+    assert [p["filename"] for p in body["predictions"]] == ["a.png", "b.jpg", "c.gif"]
+    assert [p["index"] for p in body["predictions"]] == [0, 1, 2]
+    assert body["model_version"] == "tiny-test-1"
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
+def test_predict_accepts_every_mode(client: TestClient, mode: str) -> None:
+    image = Image.new("RGB", (40, 30), BLUE).convert(mode) if mode != "I;16" else Image.new("I;16", (40, 30), 9000)
+    fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
+    response = client.post("/predict", files={"file": (f"x.{fmt.lower()}", encode(image, fmt), "image/*")})
+    assert response.status_code == 200, response.text
+
+
+# --- bad input: 400 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"", "empty_image"),
+        (b"this is not an image at all", "undecodable_image"),
+        (truncated_jpeg(), "undecodable_image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "undecodable_image"),
+    ],
+    ids=["empty", "text-bytes", "truncated-jpeg", "png-header-only"],
+)
+def test_predict_bad_image_bytes_are_400(client: TestClient, payload: bytes, code: str) -> None:
+    multipart = client.post("/predict", files={"file": ("x.jpg", payload, "image/jpeg")})
+    assert_error(multipart, 400, code)
+    raw = client.post("/predict", content=payload, headers={"Content-Type": "image/jpeg"})
+    assert_error(raw, 400, code)
+
+
+def test_predict_unsupported_image_format_is_400(client: TestClient) -> None:
+    # Pillow reads ICO and PPM, but the service only accepts photo formats.
+    image = Image.new("RGB", (32, 32), RED)
+    for fmt in ("ICO", "PPM"):
+        response = client.post("/predict", files={"file": ("x", encode(image, fmt), "application/octet-stream")})
+        assert_error(response, 400, "undecodable_image")
+
+
+def test_predict_malformed_multipart_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/predict",
+        content=b"--abc\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno closing boundary",
+        headers={"Content-Type": "multipart/form-data; boundary=abc"},
+    )
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"]["code"]
+
+
+def test_batch_with_one_bad_file_names_it(client: TestClient) -> None:
+    files = [
+        ("files", ("good.png", red_png(), "image/png")),
+        ("files", ("bad.jpg", b"garbage", "image/jpeg")),
+    ]
+    body = assert_error(client.post("/predict/batch", files=files), 400, "undecodable_image")
+    assert body["error"]["details"] == [
+        {"index": 1, "filename": "bad.jpg", "code": "undecodable_image", "message": body["error"]["details"][0]["message"]}
+    ]
+    assert "bad.jpg" in body["error"]["details"][0]["message"]
+
+
+# --- 413 -----------------------------------------------------------------------------------------
+
+
+def test_upload_over_byte_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_upload_bytes=2000)
+    big = solid(RED, size=(400, 400), fmt="BMP")  # ~480 kB, well over the limit
+    assert_error(client.post("/predict", files={"file": ("big.bmp", big, "image/bmp")}), 413, "payload_too_large")
+    raw = client.post("/predict", content=big, headers={"Content-Type": "image/bmp"})
+    # Refused from Content-Length alone, before the body is read.
+    assert assert_error(raw, 413, "payload_too_large")["error"]["message"].startswith("request body of")
+    # A small image still works on the same app.
+    assert client.post("/predict", files={"file": ("ok.png", red_png(), "image/png")}).status_code == 200
+
+
+def test_file_just_over_limit_inside_small_body_is_413(make_client: Callable[..., TestClient]) -> None:
+    # The body is under the body limit (limit + multipart slack), the file itself is not.
+    client = make_client(max_upload_bytes=5000)
+    data = red_png() + b"\x00" * 5000
+    assert_error(client.post("/predict", files={"file": ("x.png", data, "image/png")}), 413, "payload_too_large")
+
+
+def test_chunked_body_over_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_upload_bytes=1000)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(200):
+            yield b"\xff" * 1024
+
+    response = client.post("/predict", content=chunks(), headers={"Content-Type": "image/jpeg"})
+    body = assert_error(response, 413, "payload_too_large")
+    # Cut off while streaming by the body limit, not after reading all 200 kB.
+    assert body["error"]["message"].startswith("request body is over the limit")
+
+
+def test_decompression_bomb_is_413_before_decoding(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_image_pixels=1_000_000)
+    bomb = encode(Image.new("1", (20_000, 20_000)), "PNG")  # 400 megapixels in a few dozen kB
+    assert len(bomb) < 100_000
+    body = assert_error(client.post("/predict", files={"file": ("bomb.png", bomb, "image/png")}), 413, "image_too_large")
+    assert body["error"]["details"]["max_image_pixels"] == 1_000_000
+
+
+def test_too_many_batch_files_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_batch_files=2)
+    files = [("files", (f"{i}.png", red_png(), "image/png")) for i in range(3)]
+    assert_error(client.post("/predict/batch", files=files), 413, "too_many_files")
+
+
+# --- 415 -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/pdf", "image/svg+xml"])
+def test_wrong_part_type_is_415(client: TestClient, content_type: str) -> None:
+    response = client.post("/predict", files={"file": ("x", red_png(), content_type)})
+    assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/x-www-form-urlencoded"])
+def test_wrong_request_type_is_415(client: TestClient, content_type: str) -> None:
+    response = client.post("/predict", content=b"{}", headers={"Content-Type": content_type})
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_missing_content_type_is_415(client: TestClient) -> None:
+    assert_error(client.post("/predict", content=red_png()), 415, "unsupported_media_type")
+
+
+def test_batch_requires_multipart(client: TestClient) -> None:
+    response = client.post("/predict/batch", content=red_png(), headers={"Content-Type": "image/png"})
+    assert_error(response, 415, "unsupported_media_type")
+
+
+# --- 422 -----------------------------------------------------------------------------------------
+
+
+def test_missing_file_field_is_422(client: TestClient) -> None:
+    response = client.post("/predict", files={"image": ("x.png", red_png(), "image/png")})
+    body = assert_error(response, 422, "validation_error")
+    assert "'file'" in body["error"]["message"]
+    assert body["error"]["details"][0]["received_fields"] == ["image"]
+
+
+def test_file_field_as_text_is_422(client: TestClient) -> None:
+    response = client.post("/predict", data={"file": "cat.jpg"}, files={"other": ("x", b"x", "text/plain")})
+    assert_error(response, 422, "validation_error")
+
+
+def test_batch_missing_files_field_is_422(client: TestClient) -> None:
+    response = client.post("/predict/batch", files={"file": ("x.png", red_png(), "image/png")})
+    assert_error(response, 422, "validation_error")
+
+
+# --- routing errors are JSON too -----------------------------------------------------------------
+
+
+def test_unknown_route_and_method_are_json(client: TestClient) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
+
+
+# --- operations ----------------------------------------------------------------------------------
+
+
+def test_health_ready_metadata(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["model_version"] == "tiny-test-1"
+    metadata = client.get("/metadata").json()
+    assert metadata["class_names"] == ["cat", "dog"]
+    assert metadata["image_size"] == 32
+
+
+def test_readyz_is_503_after_shutdown(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    app = client.app
+    client.__exit__(None, None, None)  # runs the lifespan shutdown
+    with TestClient(app, raise_server_exceptions=False) as fresh:  # restarts: ready again
+        assert fresh.get("/readyz").status_code == 200
+    state = app.state.service  # type: ignore[attr-defined]
+    assert not state.ready
+    # Routes that need the model answer 503 with Retry-After rather than failing.
+    probe = TestClient(app, raise_server_exceptions=False)  # not entered: lifespan not run
+    response = probe.post("/predict", files={"file": ("x.png", red_png(), "image/png")})
+    assert_error(response, 503, "not_ready")
+    assert response.headers["retry-after"] == "1"
+    assert_error(probe.get("/readyz"), 503, "not_ready")
+
+
+def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+    mine = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert mine.headers["x-request-id"] == "abc-123"
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces\t"})
+    assert generated.headers["x-request-id"] != "bad id with spaces\t"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+def test_metrics_count_requests_batches_and_latency(client: TestClient) -> None:
+    client.post("/predict", files={"file": ("x.png", red_png(), "image/png")})
+    client.post("/predict", files={"file": ("x.png", b"", "image/png")})
+    text = client.get("/metrics").text
+    assert 'catdog_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'catdog_http_requests_total{method="POST",route="/predict",status="400"} 1.0' in text
+    assert "catdog_inference_duration_seconds_count 1.0" in text
+    assert "catdog_queue_wait_seconds_count 1.0" in text
+    assert "catdog_batch_size_count 1.0" in text
+    assert 'catdog_http_request_duration_seconds_count{route="/predict"} 2.0' in text
+
+
+def test_swagger_ui_and_openapi_document_file_upload(client: TestClient) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger-ui" in docs.text
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert "image/jpeg" in body
+    assert "413" in spec["paths"]["/predict"]["post"]["responses"]
