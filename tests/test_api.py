@@ -68,7 +68,11 @@ def test_predict_batch_keeps_order_and_filenames(client: TestClient) -> None:
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
 def test_predict_accepts_every_mode(client: TestClient, mode: str) -> None:
-    image = Image.new("RGB", (40, 30), BLUE).convert(mode) if mode != "I;16" else Image.new("I;16", (40, 30), 9000)
+    image = (
+        Image.new("RGB", (40, 30), BLUE).convert(mode)
+        if mode != "I;16"
+        else Image.new("I;16", (40, 30), 9000)
+    )
     fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
     response = client.post("/predict", files={"file": (f"x.{fmt.lower()}", encode(image, fmt), "image/*")})
     assert response.status_code == 200, response.text
@@ -98,14 +102,16 @@ def test_predict_unsupported_image_format_is_400(client: TestClient) -> None:
     # Pillow reads ICO and PPM, but the service only accepts photo formats.
     image = Image.new("RGB", (32, 32), RED)
     for fmt in ("ICO", "PPM"):
-        response = client.post("/predict", files={"file": ("x", encode(image, fmt), "application/octet-stream")})
+        response = client.post(
+            "/predict", files={"file": ("x", encode(image, fmt), "application/octet-stream")}
+        )
         assert_error(response, 400, "undecodable_image")
 
 
 def test_predict_malformed_multipart_is_400(client: TestClient) -> None:
     response = client.post(
         "/predict",
-        content=b"--abc\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno closing boundary",
+        content=b'--abc\r\nContent-Disposition: form-data; name="file"\r\n\r\nno closing boundary',
         headers={"Content-Type": "multipart/form-data; boundary=abc"},
     )
     assert 400 <= response.status_code < 500
@@ -119,7 +125,12 @@ def test_batch_with_one_bad_file_names_it(client: TestClient) -> None:
     ]
     body = assert_error(client.post("/predict/batch", files=files), 400, "undecodable_image")
     assert body["error"]["details"] == [
-        {"index": 1, "filename": "bad.jpg", "code": "undecodable_image", "message": body["error"]["details"][0]["message"]}
+        {
+            "index": 1,
+            "filename": "bad.jpg",
+            "code": "undecodable_image",
+            "message": body["error"]["details"][0]["message"],
+        }
     ]
     assert "bad.jpg" in body["error"]["details"][0]["message"]
 
@@ -130,7 +141,9 @@ def test_batch_with_one_bad_file_names_it(client: TestClient) -> None:
 def test_upload_over_byte_limit_is_413(make_client: Callable[..., TestClient]) -> None:
     client = make_client(max_upload_bytes=2000)
     big = solid(RED, size=(400, 400), fmt="BMP")  # ~480 kB, well over the limit
-    assert_error(client.post("/predict", files={"file": ("big.bmp", big, "image/bmp")}), 413, "payload_too_large")
+    assert_error(
+        client.post("/predict", files={"file": ("big.bmp", big, "image/bmp")}), 413, "payload_too_large"
+    )
     raw = client.post("/predict", content=big, headers={"Content-Type": "image/bmp"})
     # Refused from Content-Length alone, before the body is read.
     assert assert_error(raw, 413, "payload_too_large")["error"]["message"].startswith("request body of")
@@ -142,7 +155,9 @@ def test_file_just_over_limit_inside_small_body_is_413(make_client: Callable[...
     # The body is under the body limit (limit + multipart slack), the file itself is not.
     client = make_client(max_upload_bytes=5000)
     data = red_png() + b"\x00" * 5000
-    assert_error(client.post("/predict", files={"file": ("x.png", data, "image/png")}), 413, "payload_too_large")
+    assert_error(
+        client.post("/predict", files={"file": ("x.png", data, "image/png")}), 413, "payload_too_large"
+    )
 
 
 def test_chunked_body_over_limit_is_413(make_client: Callable[..., TestClient]) -> None:
@@ -162,7 +177,9 @@ def test_decompression_bomb_is_413_before_decoding(make_client: Callable[..., Te
     client = make_client(max_image_pixels=1_000_000)
     bomb = encode(Image.new("1", (20_000, 20_000)), "PNG")  # 400 megapixels in a few dozen kB
     assert len(bomb) < 100_000
-    body = assert_error(client.post("/predict", files={"file": ("bomb.png", bomb, "image/png")}), 413, "image_too_large")
+    body = assert_error(
+        client.post("/predict", files={"file": ("bomb.png", bomb, "image/png")}), 413, "image_too_large"
+    )
     assert body["error"]["details"]["max_image_pixels"] == 1_000_000
 
 
@@ -175,13 +192,17 @@ def test_too_many_batch_files_is_413(make_client: Callable[..., TestClient]) -> 
 # --- 415 -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/pdf", "image/svg+xml"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", "application/pdf", "image/svg+xml"]
+)
 def test_wrong_part_type_is_415(client: TestClient, content_type: str) -> None:
     response = client.post("/predict", files={"file": ("x", red_png(), content_type)})
     assert_error(response, 415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", "application/x-www-form-urlencoded"]
+)
 def test_wrong_request_type_is_415(client: TestClient, content_type: str) -> None:
     response = client.post("/predict", content=b"{}", headers={"Content-Type": content_type})
     assert_error(response, 415, "unsupported_media_type")

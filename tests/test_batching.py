@@ -1,0 +1,188 @@
+"""DynamicBatcher on its own, with a fake model that records the batches it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batching import BatcherClosedError, DynamicBatcher, InferenceError, QueueFullError
+
+
+class RecordingModel:
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.batch_sizes: list[int] = []
+        self.delay = delay
+        self.fail = fail
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.release.wait(timeout=10)
+        self.batch_sizes.append(len(batch))
+        if self.fail:
+            raise RuntimeError("boom")
+        time.sleep(self.delay)
+        # Echo each image's first pixel back so tests can check results reach the right caller.
+        first = batch[:, 0, 0, 0].astype(np.float64) / 255.0
+        return np.stack([1.0 - first, first], axis=1)
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((2, 2, 3), value, dtype=np.uint8)
+
+
+async def started(model: RecordingModel, **kwargs: float) -> DynamicBatcher:
+    options = {"max_batch_size": 8, "max_wait_s": 0.2, "max_queue_size": 64, **kwargs}
+    batcher = DynamicBatcher(
+        model,
+        max_batch_size=int(options["max_batch_size"]),
+        max_wait_s=options["max_wait_s"],
+        max_queue_size=int(options["max_queue_size"]),
+    )
+    await batcher.start()
+    return batcher
+
+
+def test_concurrent_submissions_share_one_model_call() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.5)
+        results = await asyncio.gather(*(batcher.submit(image(v)) for v in range(8)))
+        await batcher.close()
+        assert model.batch_sizes == [8]
+        # Each caller gets its own row back.
+        assert [round(r.probabilities[1] * 255) for r in results] == list(range(8))
+        assert all(r.batch_size == 8 for r in results)
+
+    asyncio.run(scenario())
+
+
+def test_full_batch_does_not_wait_for_the_deadline() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=4, max_wait_s=5.0)
+        began = time.perf_counter()
+        await asyncio.gather(*(batcher.submit(image(1)) for _ in range(4)))
+        elapsed = time.perf_counter() - began
+        await batcher.close()
+        assert model.batch_sizes == [4]
+        assert elapsed < 2.0, "a full batch must run at once, not after max_wait"
+
+    asyncio.run(scenario())
+
+
+def test_batches_never_exceed_max_batch_size() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=3, max_wait_s=0.05)
+        await asyncio.gather(*(batcher.submit(image(1)) for _ in range(10)))
+        await batcher.close()
+        assert sum(model.batch_sizes) == 10
+        assert max(model.batch_sizes) == 3
+
+    asyncio.run(scenario())
+
+
+def test_lone_request_waits_at_most_max_wait() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.3)
+        began = time.perf_counter()
+        result = await batcher.submit(image(5))
+        elapsed = time.perf_counter() - began
+        await batcher.close()
+        assert model.batch_sizes == [1]
+        assert 0.25 <= elapsed < 2.0
+        assert result.queue_seconds >= 0.25
+
+    asyncio.run(scenario())
+
+
+def test_requests_arriving_during_inference_form_the_next_batch() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        model.release.clear()  # hold the first model call
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(image(1)))
+        await asyncio.sleep(0.1)
+        rest = [asyncio.ensure_future(batcher.submit(image(2))) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        model.release.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        assert model.batch_sizes == [1, 5]
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_refuses_at_once() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        model.release.clear()
+        batcher = await started(model, max_batch_size=2, max_wait_s=0.0, max_queue_size=4)
+        in_flight = [asyncio.ensure_future(batcher.submit(image(1))) for _ in range(2)]
+        await asyncio.sleep(0.1)  # those two are now inside the (blocked) model call
+        queued = [asyncio.ensure_future(batcher.submit(image(1))) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        assert batcher.queue_depth == 4
+        with pytest.raises(QueueFullError):
+            await batcher.submit(image(1))
+        # All-or-nothing for several images at once.
+        with pytest.raises(QueueFullError):
+            await batcher.submit_many([image(1), image(1)])
+        model.release.set()
+        await asyncio.gather(*in_flight, *queued)
+        await batcher.close()
+        assert sum(model.batch_sizes) == 6
+
+    asyncio.run(scenario())
+
+
+def test_model_failure_reaches_every_caller_and_batcher_survives() -> None:
+    async def scenario() -> None:
+        model = RecordingModel(fail=True)
+        batcher = await started(model, max_wait_s=0.05)
+        outcomes = await asyncio.gather(*(batcher.submit(image(1)) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(o, InferenceError) for o in outcomes)
+        model.fail = False
+        assert (await batcher.submit(image(1))).batch_size == 1
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_request_is_not_sent_to_the_model() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.3)
+        gone = asyncio.ensure_future(batcher.submit(image(1)))
+        kept = asyncio.ensure_future(batcher.submit(image(2)))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await kept
+        await batcher.close()
+        assert model.batch_sizes == [1]
+
+    asyncio.run(scenario())
+
+
+def test_close_fails_waiting_requests_and_refuses_new_ones() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        model.release.clear()
+        batcher = await started(model, max_batch_size=1, max_wait_s=0.0)
+        waiting = [asyncio.ensure_future(batcher.submit(image(1))) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        model.release.set()
+        await batcher.close()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert any(isinstance(o, BatcherClosedError) for o in outcomes)
+        assert not batcher.running
+        with pytest.raises(BatcherClosedError):
+            await batcher.submit(image(1))
+
+    asyncio.run(scenario())
