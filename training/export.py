@@ -26,7 +26,7 @@ SIGNATURE_OUTPUT = "probabilities"
 def build_serving_function(model: keras.Model, image_size: int) -> Any:
     """Wrap a model with a sigmoid (1 unit: P(second class)) or softmax head as uint8 -> probabilities."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=SIGNATURE_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=SIGNATURE_INPUT)])  # type: ignore[untyped-decorator]
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         # Pillow already resized images sent by the service, and resizing to the same size is the
         # identity; the resize is here for every other caller of the SavedModel.
