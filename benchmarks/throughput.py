@@ -1,0 +1,128 @@
+"""Raw model throughput vs. service throughput at several concurrency levels, with p50/p95 latency.
+
+    python benchmarks/throughput.py [--model-dir model/default] [--requests 200] [--concurrency 1 8 32]
+
+Raw: the SavedModel's signature on already-decoded batches, in this process (no HTTP, no decoding).
+Service: `python -m app serve` in a subprocess, loaded over loopback by an async HTTP client posting
+real photos from the shared data set (or generated images if it is absent). The ratio says how much of
+the model's batched throughput the service delivers end to end. A benchmark, not a test: it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from app.model import load_classifier  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.servers import free_port, wait_ready  # noqa: E402
+
+
+def sample_photos(limit: int = 32) -> list[bytes]:
+    data_dir = Settings().data_dir / "validation"
+    paths = sorted(data_dir.glob("*/*.jpg"))[:: max(1, len(list(data_dir.glob("*/*.jpg"))) // limit)][:limit]
+    if paths:
+        return [p.read_bytes() for p in paths]
+    from tests.images import blue_jpeg, red_png
+
+    return [red_png(), blue_jpeg()]
+
+
+def raw_throughput(model_dir: Path, batch_size: int, seconds: float) -> float:
+    classifier = load_classifier(model_dir)
+    size = classifier.image_size
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+    classifier.warm_up((batch_size,))
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        classifier.predict(batch)
+        images += batch_size
+    return images / (time.perf_counter() - started)
+
+
+async def load_service(
+    base_url: str, photos: list[bytes], requests: int, concurrency: int
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for index in counter:
+            photo = photos[index % len(photos)]
+            began = time.perf_counter()
+            response = await client.post("/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
+            latencies.append(time.perf_counter() - began)
+            response.raise_for_status()
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        await client.post(
+            "/predict", files={"file": ("photo.jpg", photos[0], "image/jpeg")}
+        )  # warm connection
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return requests / elapsed, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=Settings().model_dir)
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--raw-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+
+    settings = Settings(model_dir=args.model_dir)
+    batch = settings.max_batch_size
+    raw_one = raw_throughput(args.model_dir, 1, args.raw_seconds)
+    raw_batch = raw_throughput(args.model_dir, batch, args.raw_seconds)
+    print(f"model: {args.model_dir}  cores: {os.cpu_count()}", end="  ")
+    print(f"max_batch_size: {batch}  max_wait_ms: {settings.max_wait_ms}")
+    print(f"raw model throughput: batch 1: {raw_one:8.1f} img/s   batch {batch}: {raw_batch:8.1f} img/s")
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "CATDOG_PORT": str(port),
+        "CATDOG_MODEL_DIR": str(args.model_dir),
+        "CATDOG_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--no-auto-train"], cwd=REPO_ROOT, env=env
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, timeout=120)
+        photos = sample_photos()
+        print(f"\n{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs raw batch':>13}")
+        for concurrency in args.concurrency:
+            throughput, latencies = asyncio.run(load_service(base_url, photos, args.requests, concurrency))
+            print(
+                f"{concurrency:>11} {throughput:8.1f} {percentile(latencies, 50) * 1000:8.1f} "
+                f"{percentile(latencies, 95) * 1000:8.1f} {throughput / raw_batch:12.2f}x"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""First start without a model: the serve command trains one (and says so), or names what is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.bootstrap import BootstrapError, ensure_model, training_command
+from app.settings import Settings
+from tests.conftest import REPO_ROOT
+from tests.images import blue_jpeg
+from tests.servers import free_port, wait_ready
+from tests.training_fixtures import make_class_folders
+
+
+def serve(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_no_model_and_no_data_exits_2_naming_both(tmp_path: Path) -> None:
+    model_dir, data_dir = tmp_path / "no-model", tmp_path / "no-data"
+    process = serve("--model-dir", str(model_dir), "--data-dir", str(data_dir))
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert str(model_dir) in output
+    assert str(data_dir) in output
+    assert "CATDOG_DATA_DIR" in output
+    assert "Traceback" not in output
+
+
+def test_no_model_with_auto_train_off_exits_2(tmp_path: Path) -> None:
+    process = serve("--model-dir", str(tmp_path / "none"), "--no-auto-train")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "CATDOG_MODEL_DIR" in output
+
+
+def test_existing_model_is_not_retrained(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Would raise if it tried to train: the data dir does not exist.
+    ensure_model(Settings(model_dir=tiny_model_dir, data_dir=tmp_path / "missing"))
+
+
+def test_failed_training_is_reported(tmp_path: Path) -> None:
+    empty_data = tmp_path / "data"
+    empty_data.mkdir()  # exists, but holds no photos: training must fail, not serve nothing
+    settings = Settings(model_dir=tmp_path / "model", data_dir=empty_data)
+    with pytest.raises(BootstrapError, match="training the default model failed"):
+        ensure_model(settings)
+
+
+def test_training_command_uses_the_default_preset(tmp_path: Path) -> None:
+    settings = Settings(model_dir=tmp_path / "m", data_dir=tmp_path / "d", train_args="--epochs 2")
+    command = training_command(settings)
+    assert command[1:6] == ["-m", "training", "train", "--preset", "default"]
+    assert command[-2:] == ["--epochs", "2"]
+
+
+@pytest.mark.slow
+def test_serve_trains_a_model_first_then_serves_it(tmp_path: Path) -> None:
+    data_dir = make_class_folders(tmp_path / "data", train_per_class=8, val_per_class=4)
+    model_dir = tmp_path / "model" / "default"
+    port = free_port()
+    process = serve(
+        "--model-dir", str(model_dir), "--data-dir", str(data_dir), "--port", str(port),
+        CATDOG_TRAIN_ARGS="--arch small-cnn --epochs 1 --image-size 32",
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=300)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/predict", files={"file": ("x.jpg", blue_jpeg(), "image/jpeg")}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"].startswith("small-cnn-")
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=60)
+    assert "no model found: training the default model" in output
+    assert (model_dir / "saved_model.pb").is_file()
+    assert (model_dir / "report" / "evaluation.json").is_file()

@@ -1,0 +1,93 @@
+"""End to end: `python -m app serve` in its own process, the committed default model, real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.servers import free_port, wait_ready
+
+DEFAULT_MODEL = REPO_ROOT / "model" / "default"
+PHOTOS_PER_CLASS = 25
+
+pytestmark = pytest.mark.slow
+
+
+def validation_photos(per_class: int) -> list[tuple[Path, str]]:
+    photos = []
+    for folder, label in (("cats", "cat"), ("dogs", "dog")):
+        paths = sorted((DATA_DIR / "validation" / folder).glob("*.jpg"))
+        assert paths, f"no validation photos in {DATA_DIR / 'validation' / folder}"
+        step = max(1, len(paths) // per_class)
+        photos += [(path, label) for path in paths[::step][:per_class]]
+    return photos
+
+
+@pytest.fixture(scope="module")
+def served_default_model() -> Iterator[str]:
+    assert (DEFAULT_MODEL / "saved_model.pb").is_file(), "model/default is missing: it ships with the repo"
+    port = free_port()
+    env = {**os.environ, "CATDOG_PORT": str(port), "CATDOG_MODEL_DIR": str(DEFAULT_MODEL)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--no-auto-train"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, timeout=120)
+        yield base_url
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+        # Structured logs: every line the server wrote is a JSON object.
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert lines, "the server logged nothing"
+        for line in lines:
+            json.loads(line)
+
+
+def test_real_photos_are_classified_well(served_default_model: str) -> None:
+    photos = validation_photos(PHOTOS_PER_CLASS)
+    correct = 0
+    with httpx.Client(base_url=served_default_model, timeout=60) as client:
+        for path, label in photos:
+            response = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+            assert response.status_code == 200, response.text
+            correct += response.json()["label"] == label
+    accuracy = correct / len(photos)
+    # The committed model measures ~0.8+ on the whole validation set; 50 photos keep this well above chance.
+    assert accuracy >= 0.7, f"accuracy {accuracy:.2f} on {len(photos)} real validation photos"
+
+
+def test_batch_endpoint_matches_single_predictions(served_default_model: str) -> None:
+    photos = validation_photos(4)
+    with httpx.Client(base_url=served_default_model, timeout=60) as client:
+        files = [("files", (path.name, path.read_bytes(), "image/jpeg")) for path, _ in photos]
+        batch = client.post("/predict/batch", files=files)
+        assert batch.status_code == 200, batch.text
+        singles = [
+            client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/jpeg"}).json()
+            for path, _ in photos
+        ]
+    for item, single in zip(batch.json()["predictions"], singles, strict=True):
+        assert item["label"] == single["label"]
+        assert item["probabilities"]["dog"] == pytest.approx(single["probabilities"]["dog"], abs=1e-4)
+
+
+def test_metadata_describes_the_served_model(served_default_model: str) -> None:
+    metadata = httpx.get(f"{served_default_model}/metadata").json()
+    on_disk = json.loads((DEFAULT_MODEL / "metadata.json").read_text())
+    assert metadata == on_disk
+    assert metadata["class_names"] == ["cat", "dog"]
