@@ -70,6 +70,12 @@ PY="$(command -v python3 || true)"
 [[ -n "$PY" ]] || PY="$REPO_ROOT/.venv/bin/python"
 [[ -x "$PY" ]] || fail "python3 not found on the host (needed to check JSON answers)"
 
+# The image bakes in model/default and never trains (CATDOG_AUTO_TRAIN=false): without it, it never gets ready.
+for f in saved_model.pb metadata.json; do
+    [[ -f "$REPO_ROOT/model/default/$f" ]] \
+        || fail "model/default/$f is missing: the image bakes in the committed model (export one first)"
+done
+
 apt_install() {
     [[ "$(id -u)" -eq 0 ]] || fail "$* missing and not root: install it (apt-get install $*)"
     command -v apt-get >/dev/null 2>&1 || fail "$* missing and no apt-get to install it"
