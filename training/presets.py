@@ -1,12 +1,25 @@
 """Named training recipes. Command-line flags override any value here.
 
 `default` is what `python -m training train --data-dir DIR --output DIR` runs: the from-scratch
-separable CNN, which needs no downloaded weights. Numbers are starting points to tune.
+separable CNN, which needs no downloaded weights; it produced the committed model/default
+(0.820 validation accuracy, see README). The transfer presets need ImageNet weights.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# Transfer learning: a frozen-backbone phase, then the top of the backbone fine-tuned at a low rate.
+_TRANSFER: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "fine_tune_epochs": 5,
+    "fine_tune_lr": 1e-5,
+    "augment": True,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
@@ -33,30 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fine_tune_lr": 1e-5,
         "augment": True,
     },
-    "mobilenet": {
-        "arch": "mobilenet_v2",
-        "image_size": 160,
-        "epochs": 10,
-        "batch_size": 32,
-        "learning_rate": 1e-3,
-        "schedule": "constant",
-        "warmup_epochs": 0,
-        "fine_tune_epochs": 5,
-        "fine_tune_lr": 1e-5,
-        "augment": True,
-    },
-    "efficientnet": {
-        "arch": "efficientnet_v2_b0",
-        "image_size": 192,
-        "epochs": 10,
-        "batch_size": 32,
-        "learning_rate": 1e-3,
-        "schedule": "constant",
-        "warmup_epochs": 0,
-        "fine_tune_epochs": 5,
-        "fine_tune_lr": 1e-5,
-        "augment": True,
-    },
+    "mobilenet": {**_TRANSFER, "arch": "mobilenet_v2", "image_size": 160},
+    "efficientnet": {**_TRANSFER, "arch": "efficientnet_v2_b0", "image_size": 192},
 }
 
 DEFAULT_PRESET = "default"
