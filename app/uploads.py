@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import APIError
 from app.imaging import SUPPORTED_MEDIA_TYPES
@@ -91,8 +92,18 @@ async def read_image_files(request: Request, max_bytes: int, max_files: int) -> 
 
 
 async def _read_form_files(request: Request, field: str, max_files: int) -> list[Upload]:
-    # Starlette rejects more parts than allowed while parsing, before spooling them all.
-    async with request.form(max_files=max_files + 8, max_fields=64) as form:
+    try:
+        # Starlette stops parsing at the first file over the limit, before spooling the rest.
+        form = await request.form(max_files=max_files, max_fields=64)
+    except StarletteHTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise APIError(
+                413, "too_many_files", f"more than {max_files} files sent", {"max_files": max_files}
+            ) from exc
+        raise APIError(
+            400, "malformed_multipart", f"the multipart body cannot be parsed: {exc.detail}"
+        ) from exc
+    try:
         values = form.getlist(field)
         if not values:
             present = sorted(set(form.keys()))
@@ -101,13 +112,6 @@ async def _read_form_files(request: Request, field: str, max_files: int) -> list
                 "validation_error",
                 f"multipart field '{field}' is missing",
                 [{"location": ["body", field], "message": "field required", "received_fields": present}],
-            )
-        if len(values) > max_files:
-            raise APIError(
-                413,
-                "too_many_files",
-                f"{len(values)} files sent in '{field}', the limit is {max_files}",
-                {"max_files": max_files},
             )
         uploads = []
         for value in values:
@@ -121,4 +125,6 @@ async def _read_form_files(request: Request, field: str, max_files: int) -> list
             declared = media_type(value.content_type)
             check_declared_type(declared, f"file '{value.filename or field}'")
             uploads.append(Upload(value.filename, declared, await value.read()))
-    return uploads
+        return uploads
+    finally:
+        await form.close()

@@ -183,10 +183,16 @@ def test_decompression_bomb_is_413_before_decoding(make_client: Callable[..., Te
     assert body["error"]["details"]["max_image_pixels"] == 1_000_000
 
 
-def test_too_many_batch_files_is_413(make_client: Callable[..., TestClient]) -> None:
+@pytest.mark.parametrize("count", [3, 30])
+def test_too_many_batch_files_is_413(make_client: Callable[..., TestClient], count: int) -> None:
     client = make_client(max_batch_files=2)
-    files = [("files", (f"{i}.png", red_png(), "image/png")) for i in range(3)]
+    files = [("files", (f"{i}.png", red_png(), "image/png")) for i in range(count)]
     assert_error(client.post("/predict/batch", files=files), 413, "too_many_files")
+
+
+def test_second_file_on_single_predict_is_413(client: TestClient) -> None:
+    files = [("file", ("a.png", red_png(), "image/png")), ("file", ("b.png", red_png(), "image/png"))]
+    assert_error(client.post("/predict", files=files), 413, "too_many_files")
 
 
 # --- 415 -----------------------------------------------------------------------------------------
