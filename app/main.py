@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batching import DynamicBatcher
 from app.dependencies import ServiceState
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -73,10 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Cat-vs-dog image classification",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # replaced by install_docs: same page, assets served locally
+        redoc_url=None,
     )
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
+    install_docs(app, "catdog")
     # Added last = runs first: every response, even a 413 from the size limit, gets a request id.
     app.add_middleware(
         BodySizeLimitMiddleware,

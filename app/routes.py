@@ -61,12 +61,39 @@ _BATCH_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _error_doc(description: str, code: str, message: str) -> dict[str, Any]:
+    example = {"error": {"code": code, "message": message}, "request_id": "4f1c2a9e8b7d4e0f9a6b5c4d3e2f1a0b"}
+    return {
+        "model": ErrorResponse,
+        "description": description,
+        "content": {"application/json": {"example": example}},
+    }
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Empty, corrupt or undecodable image"},
-    413: {"model": ErrorResponse, "description": "Upload over the byte or pixel limit, or too many files"},
-    415: {"model": ErrorResponse, "description": "Not an image content type we read"},
-    422: {"model": ErrorResponse, "description": "Missing form field"},
-    503: {"model": ErrorResponse, "description": "Queue full or model not ready; see Retry-After"},
+    400: _error_doc(
+        "Empty, corrupt or undecodable image",
+        "undecodable_image",
+        "'cat.jpg': the upload is not a decodable image; supported formats: JPEG, PNG, GIF, WEBP, BMP, TIFF",
+    ),
+    413: _error_doc(
+        "Upload over the byte or pixel limit, or too many files",
+        "payload_too_large",
+        "'cat.jpg' is 12582912 bytes, over the limit of 10485760 bytes",
+    ),
+    415: _error_doc(
+        "Not an image content type we read",
+        "unsupported_media_type",
+        "file 'notes.txt' has content type 'text/plain', which is not a supported image type",
+    ),
+    422: _error_doc("Missing form field", "validation_error", "multipart field 'file' is missing"),
+    503: _error_doc(
+        "Queue full or model not ready; see Retry-After",
+        "overloaded",
+        "the service is at capacity: 256 images are waiting (limit 256); retry shortly",
+    ),
 }
 
 ServiceDep = Annotated[Service, Depends(get_service)]

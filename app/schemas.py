@@ -8,10 +8,10 @@ from pydantic import BaseModel, Field
 
 
 class Timing(BaseModel):
-    decode_ms: float = Field(description="Reading and decoding the upload")
-    queue_ms: float = Field(description="Waiting for a batch to form")
-    inference_ms: float = Field(description="The batched model call")
-    batch_size: int = Field(description="Images in the model call this one was part of")
+    decode_ms: float = Field(description="Reading and decoding the upload", examples=[3.2])
+    queue_ms: float = Field(description="Waiting for a batch to form", examples=[5.1])
+    inference_ms: float = Field(description="The batched model call", examples=[9.8])
+    batch_size: int = Field(description="Images in the model call this one was part of", examples=[4])
 
 
 class Prediction(BaseModel):

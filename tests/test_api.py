@@ -305,6 +305,13 @@ def test_swagger_ui_and_openapi_document_file_upload(client: TestClient) -> None
     docs = client.get("/docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
+    # Served from the app, not a CDN: the page works without internet access.
+    assert "https://" not in docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static/swagger-ui/{asset}" in docs.text
+        served = client.get(f"/static/swagger-ui/{asset}")
+        assert served.status_code == 200
+        assert len(served.content) > 100_000
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert body["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
