@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.bootstrap import BootstrapError, ensure_model
 from app.logs import configure_logging
@@ -36,7 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         "data_dir": args.data_dir,
         "auto_train": False if args.no_auto_train else None,
     }
-    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    try:
+        settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CATDOG_{'_'.join(str(part) for part in error['loc']).upper() or '?'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"catdog: invalid settings: {problems}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     try:
         ensure_model(settings)

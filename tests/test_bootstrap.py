@@ -47,6 +47,15 @@ def test_no_model_with_auto_train_off_exits_2(tmp_path: Path) -> None:
     assert "CATDOG_MODEL_DIR" in output
 
 
+def test_invalid_setting_exits_2_naming_it(tiny_model_dir: Path) -> None:
+    process = serve("--model-dir", str(tiny_model_dir), CATDOG_PORT="not-a-port", CATDOG_MAX_BATCH_SIZE="0")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "CATDOG_PORT" in output
+    assert "CATDOG_MAX_BATCH_SIZE" in output
+    assert "Traceback" not in output
+
+
 def test_existing_model_is_not_retrained(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Would raise if it tried to train: the data dir does not exist.
     ensure_model(Settings(model_dir=tiny_model_dir, data_dir=tmp_path / "missing"))
