@@ -1,10 +1,13 @@
 """Server-side dynamic batching.
 
 Concurrent requests each submit one image; a single worker groups waiting images into one model
-call of up to `max_batch_size`, waiting at most `max_wait_s` after the oldest image arrived for the
-batch to fill. The model runs in one dedicated thread, so the event loop keeps accepting requests
-(and the next batch keeps filling) while TensorFlow works. The queue is bounded: when it is full,
-`submit` fails fast with `QueueFullError` instead of letting latency grow without limit.
+call of up to `max_batch_size`. A partial batch waits for more only while other requests have
+announced images they are still decoding, and never longer than `max_wait_s` after its oldest image
+arrived: a lone request is not delayed for company that is not coming, while under load the batch
+fills with the requests already on their way. The model runs in one dedicated thread, so the event
+loop keeps accepting requests (and the next batch keeps filling) while TensorFlow works. The queue
+is bounded: when it is full, `submit` fails fast with `QueueFullError` instead of letting latency
+grow without limit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,6 +73,7 @@ class DynamicBatcher:
         self._pending: collections.deque[_Job] = collections.deque()
         self._wakeup = asyncio.Event()
         self._in_flight: list[_Job] = []
+        self._announced = 0
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -81,6 +85,11 @@ class DynamicBatcher:
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def announced(self) -> int:
+        """Images declared on their way and not yet submitted."""
+        return self._announced
 
     async def start(self) -> None:
         if self._worker is not None:
@@ -102,6 +111,20 @@ class DynamicBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._set_depth_metric()
+
+    @contextlib.contextmanager
+    def announce(self, count: int = 1) -> Iterator[None]:
+        """Declare `count` images on their way (being decoded) for the duration of the block.
+
+        Leave the block right before submitting them: with no await in between, the worker never
+        sees them neither announced nor queued.
+        """
+        self._announced += count
+        try:
+            yield
+        finally:
+            self._announced -= count
+            self._wakeup.set()  # a partial batch waiting for these should look again
 
     async def submit(self, image: np.ndarray) -> BatchResult:
         return (await self.submit_many([image]))[0]
@@ -134,9 +157,9 @@ class DynamicBatcher:
         while not self._pending:
             self._wakeup.clear()
             await self._wakeup.wait()
-        # Wait for the batch to fill, but never longer than max_wait after the oldest image arrived.
+        # Wait for announced images to join, but never longer than max_wait after the oldest arrived.
         deadline = self._pending[0].enqueued_at + self._max_wait_s
-        while len(self._pending) < self._max_batch_size:
+        while len(self._pending) < self._max_batch_size and self._announced > 0:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

@@ -110,7 +110,8 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 async def predict(request: Request, service: ServiceDep) -> PredictionResponse:
     started = time.perf_counter()
     upload = await read_single_image(request, service.settings.max_upload_bytes)
-    image = await _decode(upload, service)
+    with service.batcher.announce():
+        image = await _decode(upload, service)
     decoded = time.perf_counter()
     result = (await _classify(service, [image]))[0]
     label, confidence, probabilities = _describe(service, result)
@@ -141,7 +142,10 @@ async def predict_batch(request: Request, service: ServiceDep) -> BatchPredictio
     started = time.perf_counter()
     settings = service.settings
     uploads = await read_image_files(request, settings.max_upload_bytes, settings.max_batch_files)
-    outcomes = await asyncio.gather(*(_decode(upload, service) for upload in uploads), return_exceptions=True)
+    with service.batcher.announce(len(uploads)):
+        outcomes = await asyncio.gather(
+            *(_decode(upload, service) for upload in uploads), return_exceptions=True
+        )
     failures = [
         {"index": index, "filename": upload.filename, "code": outcome.code, "message": outcome.message}
         for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))

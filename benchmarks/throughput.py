@@ -53,8 +53,9 @@ def raw_throughput(model_dir: Path, batch_size: int, seconds: float) -> float:
 
 async def load_service(
     base_url: str, photos: list[bytes], requests: int, concurrency: int
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], list[dict[str, float]]]:
     latencies: list[float] = []
+    timings: list[dict[str, float]] = []
     counter = iter(range(requests))
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -64,16 +65,16 @@ async def load_service(
             response = await client.post("/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
             latencies.append(time.perf_counter() - began)
             response.raise_for_status()
+            timings.append(response.json()["timing"])
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        await client.post(
-            "/predict", files={"file": ("photo.jpg", photos[0], "image/jpeg")}
-        )  # warm connection
+        # One request first, so connection set-up is not timed.
+        await client.post("/predict", files={"file": ("photo.jpg", photos[0], "image/jpeg")})
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return requests / elapsed, latencies
+    return requests / elapsed, latencies, timings
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,12 +113,21 @@ def main() -> None:
     try:
         wait_ready(base_url, timeout=120)
         photos = sample_photos()
-        print(f"\n{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs raw batch':>13}")
+        print(f"\n{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs raw batch':>13}", end="")
+        print(f"  | server means: {'decode':>7} {'queue':>7} {'model':>7} ms {'batch':>6}")
         for concurrency in args.concurrency:
-            throughput, latencies = asyncio.run(load_service(base_url, photos, args.requests, concurrency))
+            throughput, latencies, timings = asyncio.run(
+                load_service(base_url, photos, args.requests, concurrency)
+            )
+            mean = {key: float(np.mean([t[key] for t in timings])) for key in timings[0]}
             print(
                 f"{concurrency:>11} {throughput:8.1f} {percentile(latencies, 50) * 1000:8.1f} "
-                f"{percentile(latencies, 95) * 1000:8.1f} {throughput / raw_batch:12.2f}x"
+                f"{percentile(latencies, 95) * 1000:8.1f} {throughput / raw_batch:12.2f}x",
+                end="",
+            )
+            print(
+                f"  |               {mean['decode_ms']:7.1f} {mean['queue_ms']:7.1f} "
+                f"{mean['inference_ms']:7.1f}    {mean['batch_size']:6.1f}"
             )
     finally:
         server.terminate()

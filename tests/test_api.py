@@ -118,6 +118,14 @@ def test_predict_malformed_multipart_is_400(client: TestClient) -> None:
     assert response.json()["error"]["code"]
 
 
+def test_failed_decodes_withdraw_their_batching_announcement(client: TestClient) -> None:
+    # A leaked announcement would make every later batch wait the full max_wait for nobody.
+    client.post("/predict", files={"file": ("x.jpg", b"garbage", "image/jpeg")})
+    files = [("files", ("a.png", red_png(), "image/png")), ("files", ("b.jpg", b"", "image/jpeg"))]
+    client.post("/predict/batch", files=files)
+    assert client.app.state.service.batcher.announced == 0  # type: ignore[attr-defined]
+
+
 def test_batch_with_one_bad_file_names_it(client: TestClient) -> None:
     files = [
         ("files", ("good.png", red_png(), "image/png")),

@@ -87,17 +87,67 @@ def test_batches_never_exceed_max_batch_size() -> None:
     asyncio.run(scenario())
 
 
-def test_lone_request_waits_at_most_max_wait() -> None:
+def test_lone_request_is_not_delayed() -> None:
     async def scenario() -> None:
         model = RecordingModel()
-        batcher = await started(model, max_batch_size=8, max_wait_s=0.3)
+        batcher = await started(model, max_batch_size=8, max_wait_s=5.0)
         began = time.perf_counter()
         result = await batcher.submit(image(5))
         elapsed = time.perf_counter() - began
         await batcher.close()
         assert model.batch_sizes == [1]
+        assert elapsed < 1.0, "nothing else announced: no reason to wait max_wait"
+        assert result.queue_seconds < 1.0
+
+    asyncio.run(scenario())
+
+
+def test_announced_image_joins_the_waiting_batch() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=5.0)
+        with batcher.announce():
+            first = asyncio.ensure_future(batcher.submit(image(1)))
+            await asyncio.sleep(0.2)  # "decoding" the second image
+            assert model.batch_sizes == [], "the first image waits for the announced one"
+        second = await batcher.submit(image(2))
+        await first
+        await batcher.close()
+        assert model.batch_sizes == [2]
+        assert second.batch_size == 2
+
+    asyncio.run(scenario())
+
+
+def test_announced_image_is_waited_for_at_most_max_wait() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.3)
+        with batcher.announce():  # never submitted while the first one waits
+            began = time.perf_counter()
+            result = await batcher.submit(image(1))
+            elapsed = time.perf_counter() - began
+        await batcher.close()
+        assert model.batch_sizes == [1]
         assert 0.25 <= elapsed < 2.0
         assert result.queue_seconds >= 0.25
+
+    asyncio.run(scenario())
+
+
+def test_withdrawn_announcement_releases_the_batch() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=8, max_wait_s=5.0)
+        began = time.perf_counter()
+        with batcher.announce():  # e.g. an upload that turns out undecodable: never submitted
+            waiting = asyncio.ensure_future(batcher.submit(image(1)))
+            await asyncio.sleep(0.1)
+        await waiting
+        elapsed = time.perf_counter() - began
+        await batcher.close()
+        assert model.batch_sizes == [1]
+        assert elapsed < 1.0
 
     asyncio.run(scenario())
 
@@ -159,11 +209,12 @@ def test_cancelled_request_is_not_sent_to_the_model() -> None:
     async def scenario() -> None:
         model = RecordingModel()
         batcher = await started(model, max_batch_size=8, max_wait_s=0.3)
-        gone = asyncio.ensure_future(batcher.submit(image(1)))
-        kept = asyncio.ensure_future(batcher.submit(image(2)))
-        await asyncio.sleep(0.05)
-        gone.cancel()
-        await kept
+        with batcher.announce():  # keeps the batch open while one caller gives up
+            gone = asyncio.ensure_future(batcher.submit(image(1)))
+            kept = asyncio.ensure_future(batcher.submit(image(2)))
+            await asyncio.sleep(0.05)
+            gone.cancel()
+            await kept
         await batcher.close()
         assert model.batch_sizes == [1]
 
