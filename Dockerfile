@@ -59,7 +59,6 @@ RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/build/requirement
 FROM base AS cpu
 COPY --from=deps-cpu /opt/venv /opt/venv
 COPY app/ /app/app/
-COPY training/ /app/training/
 COPY model/ /app/model/
 USER 10001:10001
 
@@ -75,6 +74,5 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=deps-gpu /opt/venv /opt/venv
 COPY app/ /app/app/
-COPY training/ /app/training/
 COPY model/ /app/model/
 USER 10001:10001

@@ -72,7 +72,7 @@ def load_classifier(model_dir: Path) -> Classifier:
     if not model_exists(model_dir):
         raise ModelLoadError(
             f"no exported model at {model_dir} (expected {SAVED_MODEL_FILE} and {METADATA_FILE}); "
-            "train one with `python -m training train --preset default --output <dir>` "
+            "train one with `python -m training train --data-dir <photos> --output <dir>` "
             "or point CATDOG_MODEL_DIR at an exported model"
         )
     try:
