@@ -40,6 +40,26 @@ def test_uint8_at_input_size_matches_the_keras_model(exported) -> None:  # type:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_flip_tta_answers_the_mean_of_image_and_mirror(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import tensorflow as tf
+
+    from training.export import export_saved_model
+
+    model, _ = exported
+    path = export_saved_model(
+        model, tmp_path / "tta", SIZE, {"class_names": ["cat", "dog"], "version": "v", "architecture": "a"},
+        flip_tta=True,
+    )  # fmt: skip
+    images = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
+    plain = model(images.astype(np.float32), training=False).numpy()[:, 0]
+    mirrored = model(images[:, :, ::-1].astype(np.float32), training=False).numpy()[:, 0]
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # the model is not mirror-symmetric
+    np.testing.assert_allclose(served["probabilities"].numpy()[:, 1], (plain + mirrored) / 2, atol=1e-6)
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert "mirror" in metadata["test_time_augmentation"]
+
+
 def test_other_sizes_are_resized_in_the_graph(exported) -> None:  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
@@ -66,6 +86,7 @@ def test_metadata_records_the_input_size(exported) -> None:  # type: ignore[no-u
     metadata = json.loads((Path(path) / "metadata.json").read_text())
     assert metadata["image_size"] == SIZE
     assert metadata["class_names"] == ["cat", "dog"]
+    assert metadata["test_time_augmentation"] == "none"
 
 
 def test_metadata_without_required_keys_is_refused(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ def test_cli_train_writes_the_export_contract(trained: Path) -> None:
     assert metadata["training"]["epochs_run"] == 2
     assert {"accuracy", "log_loss", "roc_auc", "confusion_matrix", "per_class"} <= metadata["metrics"].keys()
     assert metadata["created_at"].endswith("Z")
+    # The default preset exports mirror-averaging and reports what it adds over single views.
+    assert metadata["training"]["flip_tta"] is True
+    assert "mirror" in metadata["test_time_augmentation"]
 
     evaluation = _evaluation(trained)
     assert {"metrics", "history", "skipped", "counts", "data_hash", "best_epoch"} <= evaluation.keys()
@@ -94,6 +97,7 @@ def test_cli_train_writes_the_export_contract(trained: Path) -> None:
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= evaluation["history"][0].keys()
     assert len(evaluation["skipped"]["train"]) == 3
     assert sum(map(sum, evaluation["metrics"]["confusion_matrix"])) == 16
+    assert evaluation["metrics"]["single_view"].keys() == {"accuracy", "log_loss", "roc_auc"}
     for name in ("learning_curves.png", "confusion_matrix.png", "roc_curve.png"):
         assert (trained / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Nothing half-written left beside the model.
@@ -149,6 +153,8 @@ def test_separable_data_is_learned(tmp_path: Path) -> None:
     assert code == 0
     evaluation = _evaluation(output)
     assert evaluation["training"]["layout"] == "kaggle-flat"
+    assert evaluation["training"]["flip_tta"] is False  # the baseline recipe, as published
+    assert "single_view" not in evaluation["metrics"]
     assert evaluation["counts"]["validation"] == {"cat": 6, "dog": 6}
     assert evaluation["metrics"]["accuracy"] > 0.9
     assert evaluation["metrics"]["roc_auc"] > 0.95

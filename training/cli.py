@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-per-class", type=_positive_int, help="first N files per class per split")
     train.add_argument("--version", help="model version (default <arch>-<YYYYMMDD>-<data hash>)")
     train.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    train.add_argument(
+        "--flip-tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export a model that averages each image with its mirror image (preset default)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -99,6 +105,7 @@ def _run(args: argparse.Namespace) -> None:
             limit_per_class=args.limit_per_class,
             version=args.version,
             augment=args.augment,
+            flip_tta=args.flip_tta,
         )
         train(config)
     else:

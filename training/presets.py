@@ -19,6 +19,7 @@ _TRANSFER: dict[str, Any] = {
     "fine_tune_epochs": 5,
     "fine_tune_lr": 1e-5,
     "augment": True,
+    "flip_tta": True,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -33,7 +34,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fine_tune_epochs": 0,
         "fine_tune_lr": 1e-5,
         "augment": True,
+        # Averaging each photo with its mirror image: 0.820 -> 0.852 validation accuracy for the
+        # committed model, for one model call on a doubled batch.
+        "flip_tta": True,
     },
+    # The Keras "very little data" recipe as published: no test-time augmentation.
     "baseline": {
         "arch": "small-cnn",
         "image_size": 150,
@@ -45,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fine_tune_epochs": 0,
         "fine_tune_lr": 1e-5,
         "augment": True,
+        "flip_tta": False,
     },
     "mobilenet": {**_TRANSFER, "arch": "mobilenet_v2", "image_size": 160},
     "efficientnet": {**_TRANSFER, "arch": "efficientnet_v2_b0", "image_size": 192},

@@ -58,6 +58,8 @@ class TrainConfig:
     fine_tune_epochs: int = 0
     fine_tune_lr: float = 1e-5
     augment: bool = True
+    # Export a graph that averages each image with its mirror image (see training/export.py).
+    flip_tta: bool = False
     weights: str | None = None
     offline: bool = False
     seed: int = 42
@@ -351,9 +353,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     best.restore()
 
     # Measure through the same uint8 -> probabilities function the SavedModel exports.
-    serve = build_serving_function(model, config.image_size)
+    serve = build_serving_function(model, config.image_size, config.flip_tta)
     p_dog = predict_with_signature(serve, val_split.images)
     metrics = compute_metrics(val_split.labels, p_dog)
+    if config.flip_tta:
+        # What the mirror-averaging adds, for the report: the same model on single views.
+        single = predict_with_signature(build_serving_function(model, config.image_size), val_split.images)
+        single_metrics = compute_metrics(val_split.labels, single)
+        metrics["single_view"] = {key: single_metrics[key] for key in ("accuracy", "log_loss", "roc_auc")}
     return _write_outputs(
         config,
         dataset,
@@ -404,6 +411,7 @@ def _write_outputs(
         "optimizer": "adam",
         "seed": config.seed,
         "augmentation": config.augment,
+        "flip_tta": config.flip_tta,
         "weights": weights.source if weights else "none (trained from scratch)",
     }
     summary_metrics = {
@@ -452,7 +460,7 @@ def _write_outputs(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        export_saved_model(model, staging, config.image_size, metadata)
+        export_saved_model(model, staging, config.image_size, metadata, flip_tta=config.flip_tta)
         report = staging / REPORT_DIR
         report.mkdir()
         (report / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
