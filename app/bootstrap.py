@@ -44,7 +44,7 @@ def ensure_model(settings: Settings) -> None:
         )
     command = training_command(settings)
     logger.warning(
-        "no model found: training the default model before serving (about 15 minutes on 2 CPU cores)",
+        "no model found: training the default model before serving (about 20 minutes on 2 CPU cores)",
         extra={"model_dir": str(settings.model_dir), "data_dir": str(settings.data_dir),
                "command": shlex.join(command)},
     )  # fmt: skip
