@@ -58,6 +58,7 @@ RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/build/requirement
 
 FROM base AS cpu
 COPY --from=deps-cpu /opt/venv /opt/venv
+COPY catdog/ /app/catdog/
 COPY app/ /app/app/
 COPY model/ /app/model/
 USER 10001:10001
@@ -73,6 +74,7 @@ FROM base AS gpu
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 COPY --from=deps-gpu /opt/venv /opt/venv
+COPY catdog/ /app/catdog/
 COPY app/ /app/app/
 COPY model/ /app/model/
 USER 10001:10001

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.batching import BatcherClosedError, BatchResult, InferenceError, QueueFullError
 from app.dependencies import Service, ServiceState, get_service, get_state
 from app.errors import APIError, error_response
-from app.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
+from catdog.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
 from app.schemas import (
     BatchItem,
     BatchPredictionResponse,

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import APIError
-from app.imaging import SUPPORTED_MEDIA_TYPES
+from catdog.imaging import SUPPORTED_MEDIA_TYPES
 
 # Types a client may declare for bytes whose format we then sniff ourselves.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "image/*"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import (
+from catdog.imaging import (
     EmptyImageError,
     ImageTooLargeError,
     UndecodableImageError,

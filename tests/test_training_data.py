@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.imaging import load_model_input
+from catdog.imaging import load_model_input
 from tests.training_fixtures import make_class_folders, make_flat, write_images
 from training.data import LabeledFile, discover, load_dataset
 from training.errors import DatasetError

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="measure an exported model on a dataset split",
-        description="Run every image of a split through app.imaging and the SavedModel's serve signature.",
+        description="Run every image of a split through catdog.imaging and the SavedModel's serve signature.",
     )
     evaluate.add_argument("--model", required=True, help="exported model directory")
     evaluate.add_argument("--data-dir", required=True)

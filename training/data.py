@@ -10,7 +10,7 @@ Supported layouts (class names are always ``cat``/``dog``, folder names ``cats``
 
 Whenever no validation split exists one is drawn per class (stratified) with a seeded shuffle, so
 the same seed always holds out the same files. Every photo goes through
-`app.imaging.load_model_input`, the function the service uses, so training and serving cannot
+`catdog.imaging.load_model_input`, the function the service uses, so training and serving cannot
 disagree about decoding, orientation, colour conversion or resizing.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.imaging import ImageDecodeError, load_model_input
+from catdog.imaging import ImageDecodeError, load_model_input
 from training.errors import DatasetError
 
 logger = logging.getLogger("catdog.training.data")
@@ -39,7 +39,7 @@ SPLITS: tuple[str, ...] = ("train", "validation")
 # Folder names accepted for each class, in order of preference.
 CLASS_FOLDERS: dict[str, tuple[str, ...]] = {"cat": ("cats", "cat"), "dog": ("dogs", "dog")}
 VALIDATION_FOLDERS: tuple[str, ...] = ("validation", "val", "valid")
-# Extensions of the formats app.imaging accepts; anything else (.txt, .DS_Store, Thumbs.db) is
+# Extensions of the formats catdog.imaging accepts; anything else (.txt, .DS_Store, Thumbs.db) is
 # skipped before it is even read.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}

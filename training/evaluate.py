@@ -2,7 +2,7 @@
 
 The metric functions take labels (0 = cat, 1 = dog) and P(dog); they import nothing heavier than
 numpy so they are easy to test against hand-computed values. `evaluate_saved_model` measures an
-exported SavedModel exactly as the service runs it (app.imaging + the `serve` signature).
+exported SavedModel exactly as the service runs it (catdog.imaging + the `serve` signature).
 """
 
 from __future__ import annotations

@@ -434,7 +434,7 @@ def _write_outputs(
         "input": "uint8 RGB batch [N, H, W, 3]; resized to image_size x image_size in the graph",
         "output": "probabilities [N, 2] in class_names order",
         "preprocessing": (
-            "photos decoded with app.imaging.load_model_input (EXIF orientation, RGB, bilinear "
+            "photos decoded with catdog.imaging.load_model_input (EXIF orientation, RGB, bilinear "
             f"squash-resize to {config.image_size}x{config.image_size}); then {PREPROCESSING[config.arch]}"
         ),
         "training": training_info,
