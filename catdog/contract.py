@@ -11,6 +11,12 @@ H, W (resizing and pixel scaling happen inside the graph), and returns:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 SAVED_MODEL_FILE = "saved_model.pb"
 METADATA_FILE = "metadata.json"
 SIGNATURE_NAME = "serving_default"
@@ -18,3 +24,79 @@ SIGNATURE_INPUT = "images"
 PROBABILITIES = "probabilities"
 PET_SCORE = "pet_score"
 CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
+
+
+
+class OutOfDistribution(BaseModel):
+    """How `pet_score` was calibrated: images scoring below `threshold` are "neither cat nor dog"."""
+
+    model_config = ConfigDict(extra="allow")
+
+    threshold: float = Field(ge=0.0, le=1.0)
+    method: str = ""
+    # Measured at export time: pets in validation/ wrongly flagged, non-pet photos flagged.
+    pets_flagged_rate: float | None = None
+    non_pets_flagged_rate: float | None = None
+
+
+class ModelMetadata(BaseModel):
+    """metadata.json: validated when training writes it and when any caller loads a model.
+
+    Only the fields either side relies on are typed; everything else a run records (training
+    settings, metrics, weights provenance) is kept as it is.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: str = Field(min_length=1)
+    architecture: str = Field(min_length=1)
+    class_names: list[str]
+    image_size: int = Field(gt=0)
+    outputs: list[str] = Field(default_factory=lambda: [PROBABILITIES])
+    ood: OutOfDistribution | None = None
+
+    @field_validator("class_names")
+    @classmethod
+    def _known_classes(cls, value: list[str]) -> list[str]:
+        if tuple(value) != CLASS_NAMES:
+            raise ValueError(f"class_names must be {list(CLASS_NAMES)}, got {value}")
+        return value
+
+    @field_validator("outputs")
+    @classmethod
+    def _known_outputs(cls, value: list[str]) -> list[str]:
+        if PROBABILITIES not in value or not set(value) <= {PROBABILITIES, PET_SCORE}:
+            raise ValueError(f"outputs must be {PROBABILITIES!r} and optionally {PET_SCORE!r}, got {value}")
+        return value
+
+    @property
+    def has_pet_score(self) -> bool:
+        return PET_SCORE in self.outputs
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, default=str) + "\n"
+
+
+class MetadataError(ValueError):
+    """metadata.json is missing, unreadable or does not follow the schema."""
+
+
+def read_metadata(model_dir: Path) -> ModelMetadata:
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+        return ModelMetadata.model_validate(raw)
+    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+        detail = _validation_summary(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise MetadataError(f"cannot use {path}: {detail}") from exc
+
+
+def write_metadata(model_dir: Path, metadata: ModelMetadata | dict[str, Any]) -> ModelMetadata:
+    """Validate, then write metadata.json; returns the validated metadata."""
+    validated = metadata if isinstance(metadata, ModelMetadata) else ModelMetadata.model_validate(metadata)
+    (Path(model_dir) / METADATA_FILE).write_text(validated.to_json(), encoding="utf-8")
+    return validated
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors())
