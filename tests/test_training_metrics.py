@@ -1,13 +1,18 @@
-"""Metrics against values worked out by hand (see the comments for the arithmetic)."""
+"""Metrics against values worked out by hand (see the comments for the arithmetic).
+
+These cases were written for the earlier plain-numpy metrics; the scikit-learn version must give
+the same numbers, so figures stored in older reports stay comparable.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from training.evaluate import (
+from training.metrics import (
     accuracy,
     compute_metrics,
     confusion_matrix,
@@ -64,11 +69,15 @@ def test_confusion_matrix_rows_true_columns_predicted() -> None:
 
 
 def test_per_class_precision_recall_f1() -> None:
-    report = per_class_report(np.array([[1, 1], [1, 2]]))
+    # Y, P give the confusion matrix [[1, 1], [1, 2]].
+    report = per_class_report(Y, P)
     assert report["cat"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
     assert report["dog"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
-    # Nothing predicted as dog: precision has no denominator and is reported as 0, not NaN.
-    empty = per_class_report(np.array([[3, 0], [2, 0]]))
+    assert type(report["dog"]["support"]) is int and type(report["dog"]["f1"]) is float
+    # Nothing predicted as dog (matrix [[3, 0], [2, 0]]): precision has no denominator and is
+    # reported as 0, not NaN.
+    assert confusion_matrix([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5]).tolist() == [[3, 0], [2, 0]]
+    empty = per_class_report([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5])
     assert empty["dog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
     assert empty["cat"]["precision"] == pytest.approx(3 / 5)
 
@@ -101,3 +110,70 @@ def test_bad_inputs_are_rejected() -> None:
         accuracy([], [])
     with pytest.raises(ValueError):
         accuracy([2], [0.5])
+
+
+def test_one_class_roc_curve_has_zero_rates_not_nan() -> None:
+    fpr, tpr, thresholds = roc_curve([1, 1, 1], [0.2, 0.7, 0.7])
+    assert fpr.tolist() == [0.0, 0.0, 0.0]
+    assert tpr.tolist() == pytest.approx([0.0, 2 / 3, 1.0])
+    assert thresholds[1:].tolist() == [0.7, 0.2]
+    fpr, tpr, _ = roc_curve([0, 0], [0.2, 0.7])
+    assert fpr.tolist() == [0.0, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_compute_metrics_keys_and_shapes_are_the_stored_format() -> None:
+    metrics = compute_metrics(Y, P)
+    assert list(metrics) == [
+        "examples",
+        "threshold",
+        "accuracy",
+        "log_loss",
+        "roc_auc",
+        "class_names",
+        "confusion_matrix",
+        "per_class",
+        "roc_curve",
+    ]
+    assert metrics["threshold"] == 0.5
+    assert metrics["accuracy"] == pytest.approx(0.6)
+    assert metrics["roc_auc"] == pytest.approx(0.75)
+    assert metrics["per_class"]["cat"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert set(metrics["roc_curve"]) == {"fpr", "tpr", "thresholds"}
+    assert metrics["roc_curve"]["thresholds"] == [None, 0.8, 0.6, 0.4, 0.1]
+    assert len(metrics["roc_curve"]["fpr"]) == len(metrics["roc_curve"]["tpr"]) == 5
+    # Plain Python values only: the dict goes straight into json.dumps (no NaN, no numpy types).
+    text = json.dumps(metrics, allow_nan=False)
+    assert json.loads(text) == metrics
+
+
+def _reference_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _reference_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Probability that a random dog scores above a random cat, ties counting half."""
+    dogs, cats = p[y == 1], p[y == 0]
+    wins = (dogs[:, None] > cats[None, :]).sum() + 0.5 * (dogs[:, None] == cats[None, :]).sum()
+    return float(wins / (dogs.size * cats.size))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_the_plain_definitions_on_random_scores(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    p = np.round(rng.random(200), 2)  # rounded: plenty of ties
+    p[:5] = [0.0, 1.0, 0.5, 0.5, 1e-9]
+    metrics = compute_metrics(y, p)
+    assert metrics["accuracy"] == pytest.approx(float(np.mean((p > 0.5) == y)))
+    assert metrics["log_loss"] == pytest.approx(_reference_log_loss(y, p), rel=1e-12)
+    assert metrics["roc_auc"] == pytest.approx(_reference_auc(y, p), rel=1e-12)
+    distinct = np.unique(p).size
+    assert len(metrics["roc_curve"]["thresholds"]) == distinct + 1  # no points dropped
+    assert np.sum(confusion_matrix(y, p)) == 200
+
+
+def test_non_finite_probabilities_are_rejected() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        compute_metrics([0, 1], [0.2, float("nan")])
