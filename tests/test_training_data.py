@@ -159,3 +159,68 @@ def test_all_files_undecodable_is_a_clear_error(tmp_path: Path) -> None:
             (tmp_path / "d" / folder / f"x{index}.jpg").write_bytes(b"junk")
     with pytest.raises(DatasetError, match="could be decoded"):
         load_dataset(tmp_path / "d", 16, progress=False)
+
+
+def test_all_split_of_class_folders_without_split_is_every_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "d" / "cats", "cat", 5, rng)
+    write_images(tmp_path / "d" / "dogs", "dog", 4, rng)
+    found = discover(tmp_path / "d", splits=("all",))
+    assert not found.has_validation_split
+    assert list(found.files) == ["all"]
+    assert found.validation_source.startswith("none")
+    assert sorted(f.label for f in found.files["all"]) == [0] * 5 + [1] * 4
+    # Nothing is drawn, so the fraction is not even looked at.
+    assert discover(tmp_path / "d", val_fraction=5.0, splits=("all",)).files["all"] == found.files["all"]
+    data = load_dataset(tmp_path / "d", 16, splits=("all",), progress=False)
+    assert data.counts() == {"all": {"cat": 5, "dog": 4}}
+    assert not data.has_validation_split
+
+
+def test_all_split_works_with_one_photo_per_class(tmp_path: Path) -> None:
+    # Too few to draw a validation split from; scoring everything must still work.
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "d" / "cat", "cat", 1, rng)
+    write_images(tmp_path / "d" / "dog", "dog", 1, rng)
+    assert len(discover(tmp_path / "d", splits=("all",)).files["all"]) == 2
+    with pytest.raises(DatasetError, match="no cat images for the validation split"):
+        discover(tmp_path / "d")
+
+
+def test_all_split_of_kaggle_flat_counts_junk_as_skipped(tmp_path: Path) -> None:
+    root = make_flat(tmp_path / "flat", per_class=4)
+    data = load_dataset(root, 16, splits=("all",), progress=False)
+    assert data.layout == "kaggle-flat"
+    assert data.counts() == {"all": {"cat": 4, "dog": 4}}
+    assert {item.path for item in data.skipped["all"]} == {
+        "cat.notes.txt",
+        "cat.corrupt.jpg",
+        "cat.empty.jpg",
+    }
+
+
+def test_all_split_with_validation_folder_is_train_plus_validation(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "data", train_per_class=3, val_per_class=2)
+    found = discover(root, splits=("all",))
+    assert found.has_validation_split
+    assert found.validation_source == "folder"
+    assert len(found.files["all"]) == 12  # 3 + 3 train, 2 + 2 validation, corrupt.jpg and empty.jpg
+    assert {s.path for s in found.skipped["all"]} == {"train/cats/notes.txt"}  # by extension only
+    assert discover(root).has_validation_split
+
+
+def test_drawn_validation_is_reported_as_no_validation_split(tmp_path: Path) -> None:
+    found = discover(make_flat(tmp_path / "flat", per_class=5, junk=False))
+    assert not found.has_validation_split
+    assert set(found.files) == {"train", "validation"}
+    # An empty validation folder is no split either.
+    root = make_class_folders(tmp_path / "data", 3, 2, junk=False)
+    for path in (root / "validation").rglob("*.jpg"):
+        path.unlink()
+    assert not discover(root).has_validation_split
+
+
+def test_unknown_split_is_a_clear_error(tmp_path: Path) -> None:
+    root = make_flat(tmp_path / "flat", per_class=2, junk=False)
+    with pytest.raises(DatasetError, match="unknown split 'test'; choose from train, validation, all"):
+        load_dataset(root, 16, splits=("test",), progress=False)

@@ -8,8 +8,10 @@ Supported layouts (class names are always ``cat``/``dog``, folder names ``cats``
   (a flat ``DIR/validation`` is used when present);
 - class folders without a train/validation split (``DIR/{cats,dogs}`` or only ``DIR/train/...``).
 
-Whenever no validation split exists one is drawn per class (stratified) with a seeded shuffle, so
-the same seed always holds out the same files. Every photo goes through
+Whenever no validation split exists and a ``train`` or ``validation`` split is asked for, one is
+drawn per class (stratified) with a seeded shuffle, so the same seed always holds out the same
+files. The ``all`` split is every usable file of the dataset, whatever its layout, and draws
+nothing: it is what `training evaluate` scores on data that has no validation split. Every photo goes through
 `catdog.imaging.load_model_input`, the function the service uses, so training and serving cannot
 disagree about decoding, orientation, colour conversion or resizing.
 """
@@ -29,13 +31,35 @@ from typing import Any
 
 import numpy as np
 
+from catdog.contract import CLASS_NAMES
 from catdog.imaging import ImageDecodeError, load_model_input
 from training.errors import DatasetError
 
 logger = logging.getLogger("catdog.training.data")
 
-CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
+# CLASS_NAMES (label order) comes from catdog.contract; it stays importable from here for train.py.
+__all__ = [
+    "ALL",
+    "CLASS_NAMES",
+    "SPLITS",
+    "SPLIT_CHOICES",
+    "DatasetFiles",
+    "LabeledFile",
+    "LoadedDataset",
+    "SkippedFile",
+    "SplitData",
+    "data_hash",
+    "discover",
+    "limit_per_class",
+    "load_dataset",
+    "load_split",
+    "split_files",
+]
+
 SPLITS: tuple[str, ...] = ("train", "validation")
+# Every file of the dataset: train/ and validation/ together, or all of a dataset without a split.
+ALL = "all"
+SPLIT_CHOICES: tuple[str, ...] = (*SPLITS, ALL)
 # Folder names accepted for each class, in order of preference.
 CLASS_FOLDERS: dict[str, tuple[str, ...]] = {"cat": ("cats", "cat"), "dog": ("dogs", "dog")}
 VALIDATION_FOLDERS: tuple[str, ...] = ("validation", "val", "valid")
@@ -74,9 +98,14 @@ class DatasetFiles:
 
     root: Path
     layout: str
-    validation_source: str  # "folder" or "split(fraction=..., seed=...)"
-    files: dict[str, list[LabeledFile]]
+    # "folder", "split(fraction=..., seed=...)" when one was drawn, or "none (...)" when the data
+    # has no validation split and only `all` was asked for.
+    validation_source: str
+    files: dict[str, list[LabeledFile]]  # the splits asked for, by name
     skipped: dict[str, list[SkippedFile]] = field(default_factory=dict)
+    # False when the data has no validation split of its own (class folders only, Kaggle flat files
+    # or an empty validation folder): "validation" is then a seeded held-out fraction of the files.
+    has_validation_split: bool = True
 
 
 @dataclass
@@ -98,6 +127,7 @@ class LoadedDataset:
     splits: dict[str, SplitData]
     skipped: dict[str, list[SkippedFile]]
     data_hash: str
+    has_validation_split: bool = True  # see DatasetFiles
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {name: split.class_counts() for name, split in self.splits.items()}
@@ -213,8 +243,21 @@ def split_files(
     return train, validation
 
 
-def discover(data_dir: Path | str, val_fraction: float = 0.2, seed: int = 42) -> DatasetFiles:
-    """Work out the layout of `data_dir` and list the files of each split (see module docstring)."""
+def discover(
+    data_dir: Path | str,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    *,
+    splits: Sequence[str] = SPLITS,
+) -> DatasetFiles:
+    """Work out the layout of `data_dir` and list the files of each of `splits` (see module docstring).
+
+    Every split asked for must hold both classes. A validation split is drawn only when the data
+    has none and `train` or `validation` is asked for.
+    """
+    unknown = [split for split in splits if split not in SPLIT_CHOICES]
+    if unknown:
+        raise DatasetError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLIT_CHOICES)}")
     root = Path(data_dir).expanduser()
     if not root.exists():
         raise DatasetError(f"data directory {root} does not exist ({EXPECTED_LAYOUTS})")
@@ -233,29 +276,41 @@ def discover(data_dir: Path | str, val_fraction: float = 0.2, seed: int = 42) ->
 
     train_files, train_skipped, layout = train_scan
     val_scan = _scan(val_dir, root) if val_dir is not None else None
-    if val_scan is not None and val_scan[0]:
+    has_validation_split = val_scan is not None and bool(val_scan[0])
+    if val_scan is not None and has_validation_split:
         val_files, val_skipped, _ = val_scan
         validation_source = "folder"
+        everything = train_files + val_files
     else:
-        if val_dir is not None:
-            logger.warning("%s holds no usable images; drawing validation from the training files", val_dir)
-        train_files, val_files = split_files(train_files, val_fraction, seed, root)
+        everything = train_files
         val_skipped = []
-        validation_source = f"split(fraction={val_fraction}, seed={seed})"
+        if any(split in SPLITS for split in splits):
+            if val_dir is not None:
+                logger.warning(
+                    "%s holds no usable images; drawing validation from the training files", val_dir
+                )
+            train_files, val_files = split_files(train_files, val_fraction, seed, root)
+            validation_source = f"split(fraction={val_fraction}, seed={seed})"
+        else:
+            val_files = []
+            validation_source = "none (no train/validation split in the data)"
 
-    files = {"train": train_files, "validation": val_files}
+    available = {"train": train_files, "validation": val_files, ALL: everything}
+    files = {split: available[split] for split in splits}
     for split, members in files.items():
         for label, name in enumerate(CLASS_NAMES):
             if not any(f.label == label for f in members):
                 raise DatasetError(
                     f"no {name} images for the {split} split in {root} (layout {layout}): {EXPECTED_LAYOUTS}"
                 )
+    all_skipped = {"train": train_skipped, "validation": val_skipped, ALL: train_skipped + val_skipped}
     return DatasetFiles(
         root=root,
         layout=layout,
         validation_source=validation_source,
         files=files,
-        skipped={"train": train_skipped, "validation": val_skipped},
+        skipped={split: all_skipped[split] for split in splits},
+        has_validation_split=has_validation_split,
     )
 
 
@@ -356,14 +411,16 @@ def load_dataset(
     splits: Sequence[str] = SPLITS,
     progress: bool = True,
 ) -> LoadedDataset:
-    """Discover, limit and decode the requested splits; undecodable files are skipped and listed."""
-    found = discover(data_dir, val_fraction=val_fraction, seed=seed)
+    """Discover, limit and decode the requested splits; undecodable files are skipped and listed.
+
+    `splits` are names from SPLIT_CHOICES: `train`, `validation` (drawn from the files, seeded,
+    when the data has no validation split) and `all` (every file, nothing drawn).
+    """
+    found = discover(data_dir, val_fraction=val_fraction, seed=seed, splits=splits)
     loaded: dict[str, SplitData] = {}
     skipped: dict[str, list[SkippedFile]] = {}
     pairs: list[tuple[str, str]] = []
     for split in splits:
-        if split not in found.files:
-            raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         chosen = limit_per_class(found.files[split], limit, found.root)
         logger.info("decoding %d %s images from %s", len(chosen), split, found.root)
         data, bad, digests = load_split(chosen, found.root, image_size, progress=progress)
@@ -382,4 +439,5 @@ def load_dataset(
         splits=loaded,
         skipped=skipped,
         data_hash=data_hash(pairs),
+        has_validation_split=found.has_validation_split,
     )
