@@ -422,7 +422,7 @@ def load_dataset(
     pairs: list[tuple[str, str]] = []
     for split in splits:
         chosen = limit_per_class(found.files[split], limit, found.root)
-        logger.info("decoding %d %s images from %s", len(chosen), split, found.root)
+        logger.info("decoding %d images (%s split) from %s", len(chosen), split, found.root)
         data, bad, digests = load_split(chosen, found.root, image_size, progress=progress)
         skipped[split] = found.skipped.get(split, []) + bad
         for item in skipped[split]:

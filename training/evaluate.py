@@ -1,175 +1,61 @@
-"""Classification metrics in plain numpy, and the `evaluate` command for an exported model.
+"""The `evaluate` command: measure an exported model on a dataset exactly as the service runs it.
 
-The metric functions take labels (0 = cat, 1 = dog) and P(dog); they import nothing heavier than
-numpy so they are easy to test against hand-computed values. `evaluate_saved_model` measures an
-exported SavedModel exactly as the service runs it (catdog.imaging + the `serve` signature).
+The model is loaded by `catdog.saved_model.load_exported_model`, the loader the service uses, and
+every photo is decoded by `catdog.imaging` (through `training.data`). Which photos are scored:
+
+- data with its own validation split (a `validation/` folder): that folder, unless `split` says
+  `train` or `all`;
+- data without one (class folders only, Kaggle flat files): every file (`split` "all"), since no
+  file of it can be known to be held out. `split="validation"` instead draws the seeded held-out
+  fraction training would have drawn (fraction and seed from the model's metadata unless given);
+  the result says which it did, in `validation_source` and `note`.
+
+Models with a `pet_score` output also get an `ood` block: how many of the evaluated photos, all of
+them cats or dogs, the "neither cat nor dog" threshold would wrongly reject, and the quantiles of
+their pet scores. The metric functions themselves are in `training.metrics`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
-LOG_LOSS_EPS = 1e-7
-THRESHOLD = 0.5
+from catdog.saved_model import ExportedModel, ModelLoadError, ModelOutputs, load_exported_model
+from training.data import ALL, SPLIT_CHOICES, discover, load_dataset
+from training.errors import ConfigError, TrainingError
+from training.metrics import compute_metrics, format_metrics
+
+# compute_metrics and format_metrics are re-exported: train.py imports them from here.
+__all__ = [
+    "OOD_QUANTILES",
+    "ModelUnusableError",
+    "compute_metrics",
+    "evaluate_saved_model",
+    "format_evaluation",
+    "format_metrics",
+    "ood_report",
+    "predict_exported",
+    "predict_with_signature",
+]
 
 logger = logging.getLogger("catdog.training.evaluate")
 
-
-def _check(y_true: Any, p_dog: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    p = np.asarray(p_dog, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"{y.size} labels but {p.size} probabilities")
-    if y.size == 0:
-        raise ValueError("no examples to evaluate")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0 (cat) or 1 (dog)")
-    return y, p
+# Quantiles of pet_score over the evaluated (all cat or dog) photos, reported as "1%", "5%", "50%".
+OOD_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.5)
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SEED = 42
 
 
-def predict_labels(p_dog: Any, threshold: float = THRESHOLD) -> np.ndarray:
-    """Dog when P(dog) > threshold: at 0.5 this is the service's argmax over [P(cat), P(dog)],
-    which gives a tie to the first class (cat)."""
-    return (np.asarray(p_dog, dtype=np.float64) > threshold).astype(np.int64)
-
-
-def accuracy(y_true: Any, p_dog: Any, threshold: float = THRESHOLD) -> float:
-    y, p = _check(y_true, p_dog)
-    return float(np.mean(predict_labels(p, threshold) == y))
-
-
-def log_loss(y_true: Any, p_dog: Any, eps: float = LOG_LOSS_EPS) -> float:
-    """Mean binary cross-entropy; probabilities clipped to [eps, 1-eps] so a confident miss is finite."""
-    y, p = _check(y_true, p_dog)
-    p = np.clip(p, eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1.0 - p)))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(values.size, dtype=np.float64)
-    start = 0
-    while start < values.size:
-        end = start
-        while end + 1 < values.size and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return ranks
-
-
-def roc_auc(y_true: Any, p_dog: Any) -> float:
-    """Area under the ROC curve (Mann-Whitney U); NaN when only one class is present."""
-    y, p = _check(y_true, p_dog)
-    positives = int(y.sum())
-    negatives = y.size - positives
-    if positives == 0 or negatives == 0:
-        return math.nan
-    ranks = _average_ranks(p)
-    u = float(ranks[y == 1].sum()) - positives * (positives + 1) / 2.0
-    return u / (positives * negatives)
-
-
-def roc_curve(y_true: Any, p_dog: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds): one point per distinct score, from (0, 0) at threshold +inf."""
-    y, p = _check(y_true, p_dog)
-    order = np.argsort(-p, kind="mergesort")
-    scores = p[order]
-    hits = y[order]
-    # Last index of each run of equal scores: the curve only moves between distinct thresholds.
-    last = np.r_[np.nonzero(np.diff(scores))[0], scores.size - 1]
-    tps = np.cumsum(hits)[last]
-    fps = (last + 1) - tps
-    positives = max(int(y.sum()), 1)
-    negatives = max(int(y.size - y.sum()), 1)
-    fpr = np.r_[0.0, fps / negatives]
-    tpr = np.r_[0.0, tps / positives]
-    thresholds = np.r_[np.inf, scores[last]]
-    return fpr, tpr, thresholds
-
-
-def confusion_matrix(y_true: Any, p_dog: Any, threshold: float = THRESHOLD) -> np.ndarray:
-    """2x2 counts, rows = true class, columns = predicted class, order (cat, dog)."""
-    y, p = _check(y_true, p_dog)
-    predicted = predict_labels(p, threshold)
-    matrix = np.zeros((2, 2), dtype=np.int64)
-    np.add.at(matrix, (y, predicted), 1)
-    return matrix
-
-
-def per_class_report(
-    matrix: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
-) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of each class; 0.0 where a ratio has no denominator."""
-    report: dict[str, dict[str, float]] = {}
-    for index, name in enumerate(class_names):
-        true_positive = float(matrix[index, index])
-        predicted = float(matrix[:, index].sum())
-        actual = float(matrix[index, :].sum())
-        precision = true_positive / predicted if predicted else 0.0
-        recall = true_positive / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(actual)}
-    return report
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def compute_metrics(y_true: Any, p_dog: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """Every metric as JSON-ready Python values (non-finite numbers become null)."""
-    y, p = _check(y_true, p_dog)
-    matrix = confusion_matrix(y, p)
-    fpr, tpr, thresholds = roc_curve(y, p)
-    return {
-        "examples": int(y.size),
-        "threshold": THRESHOLD,
-        "accuracy": accuracy(y, p),
-        "log_loss": log_loss(y, p),
-        "roc_auc": _finite_or_none(roc_auc(y, p)),
-        "class_names": list(class_names),
-        "confusion_matrix": matrix.tolist(),
-        "per_class": per_class_report(matrix, class_names),
-        "roc_curve": {
-            "fpr": fpr.tolist(),
-            "tpr": tpr.tolist(),
-            "thresholds": [_finite_or_none(float(t)) for t in thresholds],
-        },
-    }
-
-
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """A few human-readable lines for the terminal."""
-    auc = metrics["roc_auc"]
-    lines = [
-        f"examples: {metrics['examples']}",
-        f"accuracy: {metrics['accuracy']:.4f}",
-        f"log loss: {metrics['log_loss']:.4f}",
-        f"ROC AUC:  {auc:.4f}" if auc is not None else "ROC AUC:  n/a (one class only)",
-        "confusion matrix (rows true, cols predicted; " + ", ".join(metrics["class_names"]) + "):",
-    ]
-    lines += ["  " + " ".join(f"{count:6d}" for count in row) for row in metrics["confusion_matrix"]]
-    for name, stats in metrics["per_class"].items():
-        lines.append(
-            f"{name}: precision {stats['precision']:.4f} recall {stats['recall']:.4f} "
-            f"f1 {stats['f1']:.4f} support {stats['support']}"
-        )
-    return "\n".join(lines)
+class ModelUnusableError(TrainingError):
+    """The model directory holds no usable export (the CLI prints this as one line)."""
 
 
 def predict_with_signature(serve: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """P(dog) for uint8 images through a `serve`-style callable (uint8 batch -> probabilities)."""
+    """P(dog) for uint8 images through a `serve`-style callable (uint8 batch -> {"probabilities"})."""
     import tensorflow as tf
 
     outputs = []
@@ -180,65 +66,158 @@ def predict_with_signature(serve: Any, images: np.ndarray, batch_size: int = 64)
     return np.concatenate(outputs) if outputs else np.zeros(0)
 
 
+def predict_exported(model: ExportedModel, images: np.ndarray, batch_size: int = 64) -> ModelOutputs:
+    """`ExportedModel.predict` over `images` in batches of `batch_size`, outputs concatenated."""
+    if len(images) == 0:
+        raise ValueError("no images to predict")
+    parts = [model.predict(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+    probabilities = np.concatenate([part.probabilities for part in parts])
+    scores = [part.pet_score for part in parts if part.pet_score is not None]
+    pet_score = np.concatenate(scores) if len(scores) == len(parts) else None
+    return ModelOutputs(probabilities, pet_score)
+
+
+def ood_report(pet_score: Any, threshold: float | None, threshold_source: str | None) -> dict[str, Any]:
+    """The `ood` block for photos that all show a cat or a dog: a score below `threshold` is a miss."""
+    scores = np.asarray(pet_score, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("no pet scores")
+    flagged = None if threshold is None else int(np.sum(scores < threshold))
+    return {
+        "threshold": threshold,
+        "threshold_source": threshold_source,
+        "examples": int(scores.size),
+        "pets_flagged": flagged,
+        "pets_flagged_rate": None if flagged is None else flagged / scores.size,
+        "pet_score_quantiles": {
+            f"{q:.0%}": float(value)
+            for q, value in zip(OOD_QUANTILES, np.quantile(scores, OOD_QUANTILES), strict=True)
+        },
+    }
+
+
+def _training_settings(model: ExportedModel) -> dict[str, Any]:
+    training = (model.metadata.model_extra or {}).get("training")
+    return training if isinstance(training, dict) else {}
+
+
+def _describe(split: str, has_validation_split: bool, root: Path, validation_source: str) -> tuple[str, str]:
+    """(validation_source for the result, one sentence saying what was scored)."""
+    if split == ALL:
+        if has_validation_split:
+            return f"all files (train and validation splits of {root})", f"scored every file in {root}"
+        source = f"all files (no train/validation split in {root})"
+        return source, f"{root} has no train/validation split: scored every file in it"
+    if has_validation_split:
+        return validation_source, f"scored the {split} folder of {root}"
+    part = "held-out validation part" if split == "validation" else "training part"
+    return validation_source, (
+        f"{root} has no train/validation split: scored the {part} of the seeded split training "
+        f"draws, {validation_source}; split 'all' scores every file"
+    )
+
+
 def evaluate_saved_model(
     model_dir: Path | str,
     data_dir: Path | str,
     *,
-    split: str = "validation",
+    split: str | None = None,
     limit: int | None = None,
     val_fraction: float | None = None,
     seed: int | None = None,
     output_json: Path | str | None = None,
+    threshold: float | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Measure an exported model on one split of a dataset, as the service would classify it."""
-    from training.data import load_dataset
-    from training.errors import DatasetError
-    from training.export import METADATA_FILE
+    """Measure an exported model on a dataset, as the service would classify it.
 
-    model_dir = Path(model_dir)
-    metadata_file = model_dir / METADATA_FILE
-    if not (model_dir / "saved_model.pb").is_file() or not metadata_file.is_file():
-        raise DatasetError(f"no exported model in {model_dir} (expected saved_model.pb and {METADATA_FILE})")
-    metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-    if list(metadata["class_names"]) != list(CLASS_NAMES):
-        raise DatasetError(f"model classes {metadata['class_names']} are not {list(CLASS_NAMES)}")
-    image_size = int(metadata["image_size"])
-    # When the dataset has no validation folder, draw the split training drew: same fraction and
-    # seed as recorded in the metadata, unless given explicitly.
-    training_info = metadata.get("training", {})
+    `split`: None picks `validation` when the data has a validation split and `all` otherwise;
+    `train`, `validation` or `all` asks for one. `val_fraction` and `seed` matter only where a
+    split must be drawn (default: the values recorded in the model's metadata). `threshold`
+    overrides `metadata.ood.threshold` for models with a `pet_score` output.
+    """
+    if split is not None and split not in SPLIT_CHOICES:
+        raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLIT_CHOICES)}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"the pet-score threshold must be between 0 and 1, got {threshold}")
+    # Cheap checks first: a wrong data path fails before TensorFlow loads the model.
+    found = discover(data_dir, splits=(ALL,))
+    chosen = split if split is not None else ("validation" if found.has_validation_split else ALL)
+
+    try:
+        model = load_exported_model(model_dir)
+    except ModelLoadError as exc:
+        raise ModelUnusableError(str(exc)) from exc
+    if threshold is not None and not model.metadata.has_pet_score:
+        raise ConfigError(f"model {model.version} has no pet_score output, so no threshold applies to it")
+    training = _training_settings(model)
     if val_fraction is None:
-        val_fraction = float(training_info.get("val_fraction", 0.2))
+        val_fraction = float(training.get("val_fraction", DEFAULT_VAL_FRACTION))
     if seed is None:
-        seed = int(training_info.get("seed", 42))
+        seed = int(training.get("seed", DEFAULT_SEED))
+
     dataset = load_dataset(
         data_dir,
-        image_size,
+        model.image_size,
         val_fraction=val_fraction,
         seed=seed,
         limit=limit,
-        splits=(split,),
+        splits=(chosen,),
+        progress=progress,
     )
-
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(model_dir))
-    data = dataset.splits[split]
-    p_dog = predict_with_signature(loaded.serve, data.images)
-    metrics = compute_metrics(data.labels, p_dog)
-    result = {
-        "model": str(model_dir),
-        "model_version": metadata.get("version"),
+    validation_source, note = _describe(
+        chosen, dataset.has_validation_split, dataset.root, dataset.validation_source
+    )
+    logger.info("%s", note)
+    data = dataset.splits[chosen]
+    outputs = predict_exported(model, data.images, batch_size)
+    result: dict[str, Any] = {
+        "model": str(model.model_dir),
+        "model_version": model.version,
         "data_dir": str(dataset.root),
         "layout": dataset.layout,
-        "split": split,
-        "validation_source": dataset.validation_source,
+        "split": chosen,
+        "requested_split": split,
+        "validation_source": validation_source,
+        "note": note,
         "data_hash": dataset.data_hash,
-        "counts": dataset.counts()[split],
-        "skipped": dataset.skipped_json()[split],
-        "metrics": metrics,
+        "counts": dataset.counts()[chosen],
+        "skipped": dataset.skipped_json()[chosen],
+        "metrics": compute_metrics(data.labels, outputs.probabilities[:, 1]),
     }
+    if outputs.pet_score is not None:
+        ood = model.metadata.ood
+        if threshold is not None:
+            result["ood"] = ood_report(outputs.pet_score, threshold, "argument")
+        elif ood is not None:
+            result["ood"] = ood_report(outputs.pet_score, ood.threshold, "metadata")
+        else:
+            result["ood"] = ood_report(outputs.pet_score, None, None)
     if output_json is not None:
         path = Path(output_json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return result
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """What `training evaluate` prints: what was scored, the metrics, and the ood block if any."""
+    lines = [
+        f"model {result['model_version']} on split {result['split']!r} "
+        f"({sum(result['counts'].values())} images) of {result['data_dir']}",
+        result["note"],
+        format_metrics(result["metrics"]),
+    ]
+    ood = result.get("ood")
+    if ood is not None:
+        quantiles = ", ".join(f"{name} {value:.4f}" for name, value in ood["pet_score_quantiles"].items())
+        if ood["threshold"] is None:
+            lines.append("not-a-pet threshold: none recorded in the model's metadata")
+        else:
+            lines.append(
+                f"not-a-pet threshold {ood['threshold']:.4f} ({ood['threshold_source']}): "
+                f"{ood['pets_flagged']} of {ood['examples']} pets flagged ({ood['pets_flagged_rate']:.2%})"
+            )
+        lines.append(f"pet_score quantiles: {quantiles}")
+    return "\n".join(lines)
