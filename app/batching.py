@@ -8,6 +8,10 @@ fills with the requests already on their way. The model runs in one dedicated th
 loop keeps accepting requests (and the next batch keeps filling) while TensorFlow works. The queue
 is bounded: when it is full, `submit` fails fast with `QueueFullError` instead of letting latency
 grow without limit.
+
+The batcher does not know what a model returns: `predict` maps a stacked batch [N, ...] to N
+results of any type, and each caller gets the result for its own image. Metrics go to an optional
+`BatcherMetrics`, so this module imports nothing else from the service.
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
-
-from app.metrics import ServiceMetrics
 
 logger = logging.getLogger("catdog.batching")
 
@@ -39,29 +42,46 @@ class InferenceError(RuntimeError):
     """The model call itself failed."""
 
 
+R = TypeVar("R")
+
+
+class BatcherMetrics(Protocol):
+    """What the batcher reports; `app.metrics.ServiceMetrics` implements it with Prometheus."""
+
+    def images_rejected(self, count: int) -> None: ...
+
+    def queue_depth_changed(self, depth: int) -> None: ...
+
+    def batch_done(
+        self, batch_size: int, inference_seconds: float, queue_seconds: Sequence[float]
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
-class BatchResult:
-    probabilities: np.ndarray  # one row: a probability per class
+class BatchResult(Generic[R]):
+    output: R  # what `predict` returned for this image
     queue_seconds: float
     inference_seconds: float
     batch_size: int
 
 
 @dataclass
-class _Job:
+class _Job(Generic[R]):
     image: np.ndarray
-    future: asyncio.Future[BatchResult]
+    future: asyncio.Future[BatchResult[R]]
     enqueued_at: float
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[R]):
+    """`predict` takes a stacked batch [N, ...] and returns N results, one per image, in order."""
+
     def __init__(
         self,
-        predict: Callable[[np.ndarray], np.ndarray],
+        predict: Callable[[np.ndarray], Sequence[R]],
         max_batch_size: int,
         max_wait_s: float,
         max_queue_size: int,
-        metrics: ServiceMetrics | None = None,
+        metrics: BatcherMetrics | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_wait_s < 0:
             raise ValueError("batch size and queue size must be positive, max wait not negative")
@@ -70,9 +90,9 @@ class DynamicBatcher:
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
         self._metrics = metrics
-        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending: collections.deque[_Job[R]] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._in_flight: list[_Job] = []
+        self._in_flight: list[_Job[R]] = []
         self._announced = 0
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -126,21 +146,21 @@ class DynamicBatcher:
             self._announced -= count
             self._wakeup.set()  # a partial batch waiting for these should look again
 
-    async def submit(self, image: np.ndarray) -> BatchResult:
+    async def submit(self, image: np.ndarray) -> BatchResult[R]:
         return (await self.submit_many([image]))[0]
 
-    async def submit_many(self, images: Sequence[np.ndarray]) -> list[BatchResult]:
+    async def submit_many(self, images: Sequence[np.ndarray]) -> list[BatchResult[R]]:
         """Queue all images or none: a batch request is never half accepted."""
         if self._closed or self._worker is None:
             raise BatcherClosedError("the service is not accepting work")
         if len(self._pending) + len(images) > self._max_queue_size:
             if self._metrics is not None:
-                self._metrics.rejected.inc(len(images))
+                self._metrics.images_rejected(len(images))
             raise QueueFullError(
                 f"{len(self._pending)} images are waiting (limit {self._max_queue_size}); retry shortly"
             )
         loop = asyncio.get_running_loop()
-        jobs = [_Job(image, loop.create_future(), loop.time()) for image in images]
+        jobs: list[_Job[R]] = [_Job(image, loop.create_future(), loop.time()) for image in images]
         self._pending.extend(jobs)
         self._set_depth_metric()
         self._wakeup.set()
@@ -152,7 +172,7 @@ class DynamicBatcher:
             if jobs:
                 await self._execute(jobs)
 
-    async def _next_batch(self) -> list[_Job]:
+    async def _next_batch(self) -> list[_Job[R]]:
         loop = asyncio.get_running_loop()
         while not self._pending:
             self._wakeup.clear()
@@ -174,13 +194,15 @@ class DynamicBatcher:
         # A client that went away has had its future cancelled; don't spend model time on it.
         return [job for job in jobs if not job.future.done()]
 
-    async def _execute(self, jobs: list[_Job]) -> None:
+    async def _execute(self, jobs: list[_Job[R]]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         batch = np.stack([job.image for job in jobs])
         self._in_flight = jobs
         try:
-            probabilities = await loop.run_in_executor(self._executor, self._predict, batch)
+            outputs = await loop.run_in_executor(self._executor, self._predict, batch)
+            if len(outputs) != len(jobs):
+                raise RuntimeError(f"predict returned {len(outputs)} results for a batch of {len(jobs)}")
         except Exception as exc:
             logger.exception("model call failed", extra={"batch_size": len(jobs)})
             for job in jobs:
@@ -191,18 +213,13 @@ class DynamicBatcher:
         # Not cleared on cancellation: close() fails the jobs of a batch it interrupted.
         self._in_flight = []
         inference_seconds = loop.time() - started
+        queue_seconds = [started - job.enqueued_at for job in jobs]
         if self._metrics is not None:
-            self._metrics.inference_latency.observe(inference_seconds)
-            self._metrics.batch_size.observe(len(jobs))
-        for row, job in enumerate(jobs):
-            queue_seconds = started - job.enqueued_at
-            if self._metrics is not None:
-                self._metrics.queue_wait.observe(queue_seconds)
+            self._metrics.batch_done(len(jobs), inference_seconds, queue_seconds)
+        for job, output, waited in zip(jobs, outputs, queue_seconds, strict=True):
             if not job.future.done():
-                job.future.set_result(
-                    BatchResult(probabilities[row], queue_seconds, inference_seconds, len(jobs))
-                )
+                job.future.set_result(BatchResult(output, waited, inference_seconds, len(jobs)))
 
     def _set_depth_metric(self) -> None:
         if self._metrics is not None:
-            self._metrics.queue_depth.set(len(self._pending))
+            self._metrics.queue_depth_changed(len(self._pending))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,3 +55,17 @@ class ServiceMetrics:
             "Images refused because the queue was full.",
             registry=self.registry,
         )
+
+    # The batcher's reports (app.batching.BatcherMetrics).
+
+    def images_rejected(self, count: int) -> None:
+        self.rejected.inc(count)
+
+    def queue_depth_changed(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def batch_done(self, batch_size: int, inference_seconds: float, queue_seconds: Sequence[float]) -> None:
+        self.inference_latency.observe(inference_seconds)
+        self.batch_size.observe(batch_size)
+        for waited in queue_seconds:
+            self.queue_wait.observe(waited)

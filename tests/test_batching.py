@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,28 +23,48 @@ class RecordingModel:
         self.release = threading.Event()
         self.release.set()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray) -> list[int]:
         self.release.wait(timeout=10)
         self.batch_sizes.append(len(batch))
         if self.fail:
             raise RuntimeError("boom")
         time.sleep(self.delay)
         # Echo each image's first pixel back so tests can check results reach the right caller.
-        first = batch[:, 0, 0, 0].astype(np.float64) / 255.0
-        return np.stack([1.0 - first, first], axis=1)
+        return [int(value) for value in batch[:, 0, 0, 0]]
 
 
 def image(value: int) -> np.ndarray:
     return np.full((2, 2, 3), value, dtype=np.uint8)
 
 
-async def started(model: RecordingModel, **kwargs: float) -> DynamicBatcher:
+class RecordingMetrics:
+    """A BatcherMetrics that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.rejected = 0
+        self.depths: list[int] = []
+        self.batches: list[tuple[int, float, list[float]]] = []
+
+    def images_rejected(self, count: int) -> None:
+        self.rejected += count
+
+    def queue_depth_changed(self, depth: int) -> None:
+        self.depths.append(depth)
+
+    def batch_done(self, batch_size: int, inference_seconds: float, queue_seconds: Sequence[float]) -> None:
+        self.batches.append((batch_size, inference_seconds, list(queue_seconds)))
+
+
+async def started(
+    model: Callable[[np.ndarray], Sequence[Any]], metrics: RecordingMetrics | None = None, **kwargs: float
+) -> DynamicBatcher[Any]:
     options = {"max_batch_size": 8, "max_wait_s": 0.2, "max_queue_size": 64, **kwargs}
-    batcher = DynamicBatcher(
+    batcher: DynamicBatcher[Any] = DynamicBatcher(
         model,
         max_batch_size=int(options["max_batch_size"]),
         max_wait_s=options["max_wait_s"],
         max_queue_size=int(options["max_queue_size"]),
+        metrics=metrics,
     )
     await batcher.start()
     return batcher
@@ -54,8 +77,8 @@ def test_concurrent_submissions_share_one_model_call() -> None:
         results = await asyncio.gather(*(batcher.submit(image(v)) for v in range(8)))
         await batcher.close()
         assert model.batch_sizes == [8]
-        # Each caller gets its own row back.
-        assert [round(r.probabilities[1] * 255) for r in results] == list(range(8))
+        # Each caller gets the result for its own image back.
+        assert [r.output for r in results] == list(range(8))
         assert all(r.batch_size == 8 for r in results)
 
     asyncio.run(scenario())
@@ -235,5 +258,57 @@ def test_close_fails_waiting_requests_and_refuses_new_ones() -> None:
         assert not batcher.running
         with pytest.raises(BatcherClosedError):
             await batcher.submit(image(1))
+
+    asyncio.run(scenario())
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: int
+    note: str | None
+
+
+def test_results_of_any_type_reach_their_own_caller() -> None:
+    # The service batches ImageScores (probabilities and pet_score); the batcher only hands them out.
+    def model(batch: np.ndarray) -> list[Answer]:
+        return [Answer(int(v), "odd" if v % 2 else None) for v in batch[:, 0, 0, 0]]
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=8, max_wait_s=0.5)
+        results = await batcher.submit_many([image(v) for v in range(5)])
+        await batcher.close()
+        assert [r.output for r in results] == [Answer(v, "odd" if v % 2 else None) for v in range(5)]
+
+    asyncio.run(scenario())
+
+
+def test_wrong_number_of_results_fails_the_batch() -> None:
+    def short(batch: np.ndarray) -> list[int]:
+        return [0] * (len(batch) - 1)
+
+    async def scenario() -> None:
+        batcher = await started(short, max_batch_size=4, max_wait_s=0.5)
+        outcomes = await asyncio.gather(*(batcher.submit(image(1)) for _ in range(4)), return_exceptions=True)
+        await batcher.close()
+        assert all(isinstance(o, InferenceError) for o in outcomes), outcomes
+        assert "3 results for a batch of 4" in str(outcomes[0])
+
+    asyncio.run(scenario())
+
+
+def test_metrics_callbacks_report_batches_depth_and_rejections() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        metrics = RecordingMetrics()
+        batcher = await started(model, metrics, max_batch_size=4, max_wait_s=0.5, max_queue_size=4)
+        await asyncio.gather(*(batcher.submit(image(1)) for _ in range(4)))
+        with pytest.raises(QueueFullError):
+            await batcher.submit_many([image(1)] * 5)
+        await batcher.close()
+        assert metrics.rejected == 5
+        assert [(size, len(waits)) for size, _, waits in metrics.batches] == [(4, 4)]
+        assert all(wait >= 0 for wait in metrics.batches[0][2])
+        assert max(metrics.depths) == 4
+        assert metrics.depths[-1] == 0
 
     asyncio.run(scenario())
