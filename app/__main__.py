@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from app.bootstrap import BootstrapError, ensure_model
 from app.logs import configure_logging
-from app.main import create_app
-from app.model import ModelLoadError
+from app.main import create_app, load_model
 from app.settings import Settings
+from catdog.saved_model import ModelLoadError
 
 logger = logging.getLogger("catdog")
 
@@ -49,16 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         ensure_model(settings)
+        # Loaded here rather than in the app's lifespan: a broken export ends the command with one
+        # line and exit code 2 before a port is bound, not with a traceback from inside uvicorn.
+        model = load_model(settings)
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, model),
             host=settings.host,
             port=settings.port,
             log_config=None,  # keep our JSON logging
             timeout_graceful_shutdown=30,
         )
     except (BootstrapError, ModelLoadError) as exc:
-        logger.error(str(exc))
-        print(f"catdog: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even where TensorFlow's message has several
+        logger.error(message)
+        print(f"catdog: {message}", file=sys.stderr)
         return 2
     return 0
 

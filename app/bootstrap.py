@@ -7,8 +7,8 @@ import shlex
 import subprocess
 import sys
 
-from app.model import model_exists
 from app.settings import Settings
+from catdog.saved_model import model_exists
 
 logger = logging.getLogger("catdog.bootstrap")
 

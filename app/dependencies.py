@@ -9,20 +9,24 @@ from fastapi import Request
 from app.batching import DynamicBatcher
 from app.errors import APIError
 from app.metrics import ServiceMetrics
-from app.model import Classifier
+from app.model import ImageScores, ServedModel
 from app.settings import Settings
+from catdog.saved_model import ExportedModel
 
 
 @dataclass
 class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
-    classifier: Classifier | None = None
-    batcher: DynamicBatcher | None = None
+    # Loaded before the app was built (python -m app serve does, to fail before binding a port);
+    # when None the lifespan loads settings.model_dir itself.
+    preloaded: ExportedModel | None = None
+    model: ServedModel | None = None
+    batcher: DynamicBatcher[ImageScores] | None = None
 
     @property
     def ready(self) -> bool:
-        return self.classifier is not None and self.batcher is not None and self.batcher.running
+        return self.model is not None and self.batcher is not None and self.batcher.running
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class Service:
     """A ready service, as a route sees it."""
 
     settings: Settings
-    classifier: Classifier
-    batcher: DynamicBatcher
+    model: ServedModel
+    batcher: DynamicBatcher[ImageScores]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -41,11 +45,11 @@ def get_state(request: Request) -> ServiceState:
 
 def get_service(request: Request) -> Service:
     state = get_state(request)
-    if not state.ready or state.classifier is None or state.batcher is None:
+    if not state.ready or state.model is None or state.batcher is None:
         raise APIError(
             503,
             "not_ready",
             "the model is not loaded yet or the service is shutting down",
             headers={"Retry-After": str(state.settings.retry_after_seconds)},
         )
-    return Service(state.settings, state.classifier, state.batcher)
+    return Service(state.settings, state.model, state.batcher)

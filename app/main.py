@@ -15,9 +15,10 @@ from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.model import load_classifier
+from app.model import ServedModel
 from app.routes import router
 from app.settings import Settings, get_settings
+from catdog.saved_model import ExportedModel, load_exported_model
 
 logger = logging.getLogger("catdog")
 
@@ -28,8 +29,27 @@ Try it: open `POST /predict`, press *Try it out*, choose a photo for `file` and 
 From a shell: `curl -F file=@cat.jpg http://localhost:8000/predict`, or send the bytes directly:
 `curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' http://localhost:8000/predict`.
 
+Models with a "pet" head also answer `pet_score`, the probability that the photo shows a cat or a
+dog at all, and `is_cat_or_dog` (`pet_score` at or above the configured threshold); both are
+`null` for models without it. `label` and `probabilities` are always the cat-vs-dog answer.
+
 Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
 """
+
+
+def load_model(settings: Settings) -> ExportedModel:
+    """Load and validate settings.model_dir; `catdog.saved_model.ModelLoadError` says what is wrong."""
+    exported = load_exported_model(settings.model_dir)
+    logger.info(
+        "model loaded",
+        extra={
+            "model_dir": str(exported.model_dir),
+            "version": exported.version,
+            "outputs": exported.metadata.outputs,
+            "seconds": round(exported.load_seconds, 3),
+        },
+    )
+    return exported
 
 
 @asynccontextmanager
@@ -37,21 +57,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
     # Load and warm up before the server accepts a single connection: /readyz is honest from the start.
-    classifier = await run_in_threadpool(load_classifier, settings.model_dir)
-    warm_up_seconds = await run_in_threadpool(classifier.warm_up, (1, settings.max_batch_size))
+    exported = state.preloaded
+    if exported is None:
+        exported = await run_in_threadpool(load_model, settings)
+    model = ServedModel.create(exported, settings.pet_threshold)
+    if settings.pet_threshold is not None and not model.has_pet_score:
+        logger.warning(
+            "CATDOG_PET_THRESHOLD is ignored: this model has no pet_score output",
+            extra={"pet_threshold": settings.pet_threshold, "model_version": model.version},
+        )
+    warm_up_seconds = await run_in_threadpool(model.warm_up, (1, settings.max_batch_size))
     batcher = DynamicBatcher(
-        classifier.predict,
+        model.predict,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_queue_size=settings.max_queue_size,
         metrics=state.metrics,
     )
     await batcher.start()
-    state.classifier, state.batcher = classifier, batcher
+    state.model, state.batcher = model, batcher
     logger.info(
         "ready",
         extra={
-            "model_version": classifier.version,
+            "model_version": model.version,
+            "pet_threshold": model.pet_threshold,
+            "pet_threshold_source": model.pet_threshold_source,
             "warm_up_seconds": round(warm_up_seconds, 3),
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
@@ -65,7 +95,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, model: ExportedModel | None = None) -> FastAPI:
+    """`model`: an export already loaded from settings.model_dir; else the lifespan loads it."""
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     app = FastAPI(
@@ -77,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # replaced by install_docs: same page, assets served locally
         redoc_url=None,
     )
-    app.state.service = ServiceState(settings=settings, metrics=metrics)
+    app.state.service = ServiceState(settings=settings, metrics=metrics, preloaded=model)
     install_error_handlers(app)
     app.include_router(router)
     install_docs(app, "catdog")

@@ -1,63 +1,89 @@
-"""The exported classifier as the service sees it: a SavedModel plus its metadata.json.
+"""The loaded export as the service uses it: per-image answers, the pet-score threshold, warm-up.
 
-The export side of this contract is `training/export.py`.
+Loading and the export contract itself live in `catdog` (`catdog.saved_model.load_exported_model`,
+`catdog.contract`), shared with training; this module only adds what serving needs on top.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger("catdog.model")
+from catdog.contract import ModelMetadata
+from catdog.saved_model import ExportedModel
 
-METADATA_FILE = "metadata.json"
-SAVED_MODEL_FILE = "saved_model.pb"
-
-
-class ModelLoadError(RuntimeError):
-    """The model directory is missing or does not hold a usable export."""
-
-
-def model_exists(model_dir: Path) -> bool:
-    return (model_dir / SAVED_MODEL_FILE).is_file() and (model_dir / METADATA_FILE).is_file()
+# Cut-off for a model that has a pet_score but records no threshold, when none is configured.
+DEFAULT_PET_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
-class Classifier:
-    """A loaded model: `predict` maps a uint8 batch [N, S, S, 3] to probabilities [N, classes]."""
+class ImageScores:
+    """The model's answer for one image."""
 
-    signature: Any
-    # The signature's variables belong to this object; dropping it would free them under us.
-    saved_model: Any
-    metadata: dict[str, Any]
-    model_dir: Path
+    probabilities: np.ndarray  # float64 [len(class_names)], class_names order
+    pet_score: float | None  # P(the image shows a cat or a dog at all); None: the model has no such output
+
+
+def effective_pet_threshold(metadata: ModelMetadata, configured: float | None) -> tuple[float | None, str]:
+    """(threshold, where it came from): CATDOG_PET_THRESHOLD if set, else the threshold the model was
+    exported with (`metadata.ood.threshold`), else 0.5.
+
+    (None, "no pet_score output") when the model has no pet_score: there is nothing to compare.
+    """
+    if not metadata.has_pet_score:
+        return None, "no pet_score output"
+    if configured is not None:
+        return configured, "CATDOG_PET_THRESHOLD"
+    if metadata.ood is not None:
+        return metadata.ood.threshold, "metadata.ood.threshold"
+    return DEFAULT_PET_THRESHOLD, "default"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """An `ExportedModel` plus the pet-score threshold it is served with."""
+
+    exported: ExportedModel
+    pet_threshold: float | None  # None exactly when the model has no pet_score output
+    pet_threshold_source: str = "no pet_score output"
+
+    @classmethod
+    def create(cls, exported: ExportedModel, configured_threshold: float | None) -> ServedModel:
+        return cls(exported, *effective_pet_threshold(exported.metadata, configured_threshold))
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.exported.metadata
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metadata["class_names"])
+        return self.exported.class_names
 
     @property
     def image_size(self) -> int:
-        return int(self.metadata["image_size"])
+        return self.exported.image_size
 
     @property
     def version(self) -> str:
-        return str(self.metadata["version"])
+        return self.exported.version
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
+    @property
+    def has_pet_score(self) -> bool:
+        return self.pet_threshold is not None
 
-        outputs = self.signature(images=tf.constant(images, dtype=tf.uint8))
-        probabilities = np.asarray(outputs["probabilities"].numpy(), dtype=np.float64)
-        if probabilities.shape != (len(images), len(self.class_names)):
-            raise RuntimeError(f"model returned shape {probabilities.shape} for a batch of {len(images)}")
-        return probabilities
+    def predict(self, images: np.ndarray) -> list[ImageScores]:
+        """uint8 batch [N, H, W, 3] -> N answers, in order (the batcher's `predict`)."""
+        outputs = self.exported.predict(images)
+        # Only what metadata.json declares is served, so pet_score and is_cat_or_dog are null together.
+        pet_scores = outputs.pet_score if self.has_pet_score else None
+        if self.has_pet_score and pet_scores is None:
+            raise RuntimeError("the model declares a pet_score output but returned none")
+        return [
+            ImageScores(row, None if pet_scores is None else float(pet_scores[index]))
+            for index, row in enumerate(outputs.probabilities)
+        ]
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """Run the graph once per batch size so the first real request does not pay for tracing."""
@@ -65,39 +91,3 @@ class Classifier:
         for size in batch_sizes:
             self.predict(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.uint8))
         return time.perf_counter() - started
-
-
-def load_classifier(model_dir: Path) -> Classifier:
-    model_dir = Path(model_dir)
-    if not model_exists(model_dir):
-        raise ModelLoadError(
-            f"no exported model at {model_dir} (expected {SAVED_MODEL_FILE} and {METADATA_FILE}); "
-            "train one with `python -m training train --data-dir <photos> --output <dir>` "
-            "or point CATDOG_MODEL_DIR at an exported model"
-        )
-    try:
-        metadata = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {model_dir / METADATA_FILE}: {exc}") from exc
-    missing = {"class_names", "image_size", "version"} - set(metadata)
-    if missing:
-        raise ModelLoadError(f"{model_dir / METADATA_FILE} lacks {sorted(missing)}")
-
-    import tensorflow as tf  # imported late: it takes seconds, and only loading a model needs it
-
-    started = time.perf_counter()
-    try:
-        loaded = tf.saved_model.load(str(model_dir))
-        signature = loaded.signatures["serving_default"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load the SavedModel at {model_dir}: {exc}") from exc
-    classifier = Classifier(signature=signature, saved_model=loaded, metadata=metadata, model_dir=model_dir)
-    logger.info(
-        "model loaded",
-        extra={
-            "model_dir": str(model_dir),
-            "version": classifier.version,
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    )
-    return classifier

@@ -15,17 +15,20 @@ from starlette.concurrency import run_in_threadpool
 from app.batching import BatcherClosedError, BatchResult, InferenceError, QueueFullError
 from app.dependencies import Service, ServiceState, get_service, get_state
 from app.errors import APIError, error_response
-from catdog.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
+from app.model import ImageScores
 from app.schemas import (
     BatchItem,
     BatchPredictionResponse,
     ErrorResponse,
     Health,
+    Prediction,
     PredictionResponse,
     Readiness,
     Timing,
 )
 from app.uploads import Upload, read_image_files, read_single_image
+from catdog.contract import ModelMetadata
+from catdog.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
 
 router = APIRouter()
 
@@ -114,12 +117,9 @@ async def predict(request: Request, service: ServiceDep) -> PredictionResponse:
         image = await _decode(upload, service)
     decoded = time.perf_counter()
     result = (await _classify(service, [image]))[0]
-    label, confidence, probabilities = _describe(service, result)
     return PredictionResponse(
-        label=label,
-        confidence=confidence,
-        probabilities=probabilities,
-        model_version=service.classifier.version,
+        **_describe(service, result.output).model_dump(),
+        model_version=service.model.version,
         latency_ms=_ms(time.perf_counter() - started),
         timing=Timing(
             decode_ms=_ms(decoded - started),
@@ -167,19 +167,11 @@ async def predict_batch(request: Request, service: ServiceDep) -> BatchPredictio
     results = await _classify(service, images)
     predictions = []
     for index, (upload, result) in enumerate(zip(uploads, results, strict=True)):
-        label, confidence, probabilities = _describe(service, result)
-        predictions.append(
-            BatchItem(
-                index=index,
-                filename=upload.filename,
-                label=label,
-                confidence=confidence,
-                probabilities=probabilities,
-            )
-        )
+        described = _describe(service, result.output).model_dump()
+        predictions.append(BatchItem(index=index, filename=upload.filename, **described))
     return BatchPredictionResponse(
         predictions=predictions,
-        model_version=service.classifier.version,
+        model_version=service.model.version,
         latency_ms=_ms(time.perf_counter() - started),
     )
 
@@ -197,18 +189,22 @@ async def healthz() -> Health:
     summary="Readiness: model loaded, warmed up, batcher running",
 )
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> Readiness | JSONResponse:
-    if not state.ready or state.classifier is None or state.batcher is None:
+    if not state.ready or state.model is None or state.batcher is None:
         return error_response(
             503, "not_ready", "the model is not loaded and warmed up, or the service is stopping"
         )
-    return Readiness(
-        status="ready", model_version=state.classifier.version, queue_depth=state.batcher.queue_depth
-    )
+    return Readiness(status="ready", model_version=state.model.version, queue_depth=state.batcher.queue_depth)
 
 
-@router.get("/metadata", tags=["operations"], summary="The model's metadata.json")
+@router.get(
+    "/metadata",
+    tags=["operations"],
+    summary="The model's metadata.json, as validated at load time",
+    responses={200: {"model": ModelMetadata, "description": "metadata.json of the served model"}},
+)
 async def metadata(service: ServiceDep) -> dict[str, Any]:
-    return service.classifier.metadata
+    document: dict[str, Any] = service.model.metadata.model_dump(mode="json")
+    return document
 
 
 @router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
@@ -221,7 +217,7 @@ async def _decode(upload: Upload, service: Service) -> np.ndarray:
     name = f"'{upload.filename}'" if upload.filename else "the image"
     try:
         return await run_in_threadpool(
-            load_model_input, upload.data, service.classifier.image_size, service.settings.max_image_pixels
+            load_model_input, upload.data, service.model.image_size, service.settings.max_image_pixels
         )
     except ImageTooLargeError as exc:
         raise APIError(
@@ -233,7 +229,7 @@ async def _decode(upload: Upload, service: Service) -> np.ndarray:
         raise APIError(400, "undecodable_image", f"{name}: {exc}") from exc
 
 
-async def _classify(service: Service, images: list[np.ndarray]) -> list[BatchResult]:
+async def _classify(service: Service, images: list[np.ndarray]) -> list[BatchResult[ImageScores]]:
     retry_after = {"Retry-After": str(service.settings.retry_after_seconds)}
     try:
         return await service.batcher.submit_many(images)
@@ -245,11 +241,20 @@ async def _classify(service: Service, images: list[np.ndarray]) -> list[BatchRes
         raise APIError(500, "inference_failed", "the model failed on this request") from exc
 
 
-def _describe(service: Service, result: BatchResult) -> tuple[str, float, dict[str, float]]:
-    names = service.classifier.class_names
-    probabilities = {name: round(float(p), 6) for name, p in zip(names, result.probabilities, strict=True)}
-    best = int(np.argmax(result.probabilities))
-    return names[best], probabilities[names[best]], probabilities
+def _describe(service: Service, scores: ImageScores) -> Prediction:
+    names = service.model.class_names
+    probabilities = {name: round(float(p), 6) for name, p in zip(names, scores.probabilities, strict=True)}
+    best = int(np.argmax(scores.probabilities))
+    threshold = service.model.pet_threshold
+    pet_score = None if scores.pet_score is None else round(scores.pet_score, 6)
+    return Prediction(
+        label=names[best],
+        confidence=probabilities[names[best]],
+        probabilities=probabilities,
+        pet_score=pet_score,
+        # Compared as reported, so a client applying the same threshold to pet_score agrees.
+        is_cat_or_dog=None if pet_score is None or threshold is None else pet_score >= threshold,
+    )
 
 
 def _ms(seconds: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class Timing(BaseModel):
@@ -20,15 +20,64 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(
         description="Probability per class; sums to 1", examples=[{"cat": 0.97, "dog": 0.03}]
     )
+    pet_score: float | None = Field(
+        description="Probability that the image shows a cat or a dog at all, from the model's "
+        "ImageNet head. `null` when the served model has no `pet_score` output.",
+        examples=[0.994],
+    )
+    is_cat_or_dog: bool | None = Field(
+        description="`pet_score >= threshold` (CATDOG_PET_THRESHOLD, else the threshold in the model's "
+        "metadata.json, else 0.5). `false`: probably neither a cat nor a dog; `label` and "
+        "`probabilities` are still the cat-vs-dog answer, only less meaningful. `null` when the "
+        "model has no `pet_score` output.",
+        examples=[True],
+    )
+
+
+_PET: dict[str, JsonValue] = {
+    "label": "cat",
+    "confidence": 0.97,
+    "probabilities": {"cat": 0.97, "dog": 0.03},
+    "pet_score": 0.994,
+    "is_cat_or_dog": True,
+}
+_NOT_A_PET: dict[str, JsonValue] = {
+    "label": "dog",
+    "confidence": 0.61,
+    "probabilities": {"cat": 0.39, "dog": 0.61},
+    "pet_score": 0.021,
+    "is_cat_or_dog": False,
+}
+_NO_PET_HEAD: dict[str, JsonValue] = {**_PET, "pet_score": None, "is_cat_or_dog": None}
+_TIMING: dict[str, JsonValue] = {"decode_ms": 3.2, "queue_ms": 5.1, "inference_ms": 9.8, "batch_size": 4}
+_VERSION = "scratch-cnn-20261124-1a2b3c4d"
 
 
 class PredictionResponse(Prediction):
-    model_version: str = Field(examples=["scratch-cnn-20261124-1a2b3c4d"])
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {**example, "model_version": _VERSION, "latency_ms": 18.4, "timing": _TIMING}
+                for example in (_PET, _NOT_A_PET, _NO_PET_HEAD)
+            ]
+        }
+    )
+
+    model_version: str = Field(examples=[_VERSION])
     latency_ms: float = Field(description="Server time spent on this request", examples=[18.4])
     timing: Timing
 
 
 class BatchItem(Prediction):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {**_PET, "index": 0, "filename": "cat.jpg"},
+                {**_NOT_A_PET, "index": 1, "filename": "teapot.png"},
+            ]
+        }
+    )
+
     index: int = Field(description="Position of the file in the request")
     filename: str | None = None
 

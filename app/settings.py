@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(default=32, ge=1)
     max_batch_request_bytes: int = Field(default=64 * MiB, ge=1)
 
+    # "Is this a cat or a dog at all?": images whose pet_score is below this are flagged
+    # (is_cat_or_dog false). Unset: the threshold recorded in the model's metadata.json, else 0.5.
+    # Ignored for models without a pet_score output.
+    pet_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
     # Dynamic batching: group concurrent requests up to max_batch_size, waiting at most max_wait_ms
     # for the batch to fill; beyond max_queue_size waiting images the service answers 503.
     max_batch_size: int = Field(default=16, ge=1)

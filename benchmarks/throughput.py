@@ -24,8 +24,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.model import load_classifier  # noqa: E402
+from app.model import ServedModel  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from catdog.saved_model import load_exported_model  # noqa: E402
 from tests.servers import free_port, wait_ready  # noqa: E402
 
 
@@ -40,13 +41,13 @@ def sample_photos(limit: int = 32) -> list[bytes]:
 
 
 def raw_throughput(model_dir: Path, batch_size: int, seconds: float) -> float:
-    classifier = load_classifier(model_dir)
-    size = classifier.image_size
+    model = ServedModel.create(load_exported_model(model_dir), None)
+    size = model.image_size
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
-    classifier.warm_up((batch_size,))
+    model.warm_up((batch_size,))
     images, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        classifier.predict(batch)
+        model.exported.predict(batch)
         images += batch_size
     return images / (time.perf_counter() - started)
 

@@ -44,16 +44,68 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# The tiny pet model's pet_score: sigmoid(PET_SLOPE * (mean brightness - PET_MIDPOINT)), brightness
+# being the mean of R, G and B in 0..1. RED and BLUE (tests/images.py) score ~0.86; dark images ~0.03.
+PET_SLOPE = 20.0
+PET_MIDPOINT = 0.25
+PET_MODEL_THRESHOLD = 0.5
+
+
+def tiny_pet_score(rgb: tuple[int, int, int]) -> float:
+    """What the tiny pet model answers for a solid image of colour `rgb`."""
+    brightness = sum(rgb) / 3 / 255
+    return float(1.0 / (1.0 + np.exp(-PET_SLOPE * (brightness - PET_MIDPOINT))))
+
+
+@pytest.fixture(scope="session")
+def tiny_pet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like tiny_model_dir, with a second output: pet_score high for bright images, low for dark ones.
+
+    Exported with `ood.threshold` PET_MODEL_THRESHOLD, so the signature returns pet_score too.
+    """
+    import keras
+
+    from training.export import export_saved_model
+
+    inputs = keras.Input((TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    p_dog = keras.layers.Dense(1, activation="sigmoid", name="p_dog")(x)
+    pet_score = keras.layers.Dense(1, activation="sigmoid", name="pet_score")(x)
+    model = keras.Model(inputs, [p_dog, pet_score])
+    model.get_layer("p_dog").set_weights([np.array([[-10.0], [0.0], [10.0]]), np.array([0.0])])
+    model.get_layer("pet_score").set_weights(
+        [np.full((3, 1), PET_SLOPE / 3), np.array([-PET_SLOPE * PET_MIDPOINT])]
+    )
+    out = tmp_path_factory.mktemp("models") / "tiny-pet"
+    export_saved_model(
+        model,
+        out,
+        TINY_IMAGE_SIZE,
+        {
+            "class_names": ["cat", "dog"],
+            "version": "tiny-pet-1",
+            "architecture": "tiny-color-pet",
+            "outputs": ["probabilities", "pet_score"],
+            "ood": {"threshold": PET_MODEL_THRESHOLD, "method": "sigmoid of mean brightness (test model)"},
+        },
+    )
+    return out
+
+
 @pytest.fixture
 def make_client(tiny_model_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """Build a started app (lifespan run) with settings overrides; closed after the test."""
+    """Build a started app (lifespan run) with settings overrides; closed after the test.
+
+    Serves the tiny model unless `model_dir` is among the overrides.
+    """
     from app.main import create_app
     from app.settings import Settings
 
     clients: list[TestClient] = []
 
     def factory(**overrides: Any) -> TestClient:
-        settings = Settings(model_dir=tiny_model_dir, auto_train=False, **overrides)
+        settings = Settings(**{"model_dir": tiny_model_dir, "auto_train": False, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -67,3 +119,8 @@ def make_client(tiny_model_dir: Path) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def pet_client(make_client: Callable[..., TestClient], tiny_pet_model_dir: Path) -> TestClient:
+    return make_client(model_dir=tiny_pet_model_dir)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic import ValidationError
 
+from app.model import effective_pet_threshold
+from app.settings import Settings
+from catdog.contract import ModelMetadata
+from tests.conftest import PET_MODEL_THRESHOLD, tiny_pet_score
 from tests.images import BLUE, RED, blue_jpeg, encode, red_png, solid, truncated_jpeg
 
 
@@ -36,6 +42,9 @@ def test_predict_multipart_returns_label_probabilities_version_latency(client: T
     assert body["model_version"] == "tiny-test-1"
     assert body["latency_ms"] > 0
     assert body["timing"]["batch_size"] >= 1
+    # This model has no pet_score output: the fields are there, and null.
+    assert body["pet_score"] is None
+    assert body["is_cat_or_dog"] is None
 
 
 def test_predict_raw_image_body(client: TestClient) -> None:
@@ -64,6 +73,7 @@ def test_predict_batch_keeps_order_and_filenames(client: TestClient) -> None:
     assert [p["filename"] for p in body["predictions"]] == ["a.png", "b.jpg", "c.gif"]
     assert [p["index"] for p in body["predictions"]] == [0, 1, 2]
     assert body["model_version"] == "tiny-test-1"
+    assert all(p["pet_score"] is None and p["is_cat_or_dog"] is None for p in body["predictions"])
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
@@ -76,6 +86,143 @@ def test_predict_accepts_every_mode(client: TestClient, mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
     response = client.post("/predict", files={"file": (f"x.{fmt.lower()}", encode(image, fmt), "image/*")})
     assert response.status_code == 200, response.text
+
+
+# --- "is it a cat or a dog at all?": models with a pet_score output ---------------------------------
+
+DARK_RED = (60, 0, 0)  # still red, so still "cat", but dark: the tiny pet model's stand-in for "not a pet"
+
+
+def test_pet_model_answers_pet_score_and_is_cat_or_dog(pet_client: TestClient) -> None:
+    response = pet_client.post("/predict", files={"file": ("cat.png", red_png(), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "tiny-pet-1"
+    assert body["label"] == "cat"
+    assert body["pet_score"] == pytest.approx(tiny_pet_score(RED), abs=1e-4)
+    assert body["is_cat_or_dog"] is True
+
+
+def test_dark_image_is_not_a_pet_but_still_gets_label_and_probabilities(pet_client: TestClient) -> None:
+    response = pet_client.post("/predict", files={"file": ("dark.png", solid(DARK_RED), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["pet_score"] == pytest.approx(tiny_pet_score(DARK_RED), abs=1e-4)
+    assert body["pet_score"] < PET_MODEL_THRESHOLD
+    assert body["is_cat_or_dog"] is False
+    # The cat-vs-dog answer is unchanged by the flag.
+    assert body["label"] == "cat"
+    assert set(body["probabilities"]) == {"cat", "dog"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["confidence"] == body["probabilities"]["cat"]
+
+
+def test_pet_threshold_setting_overrides_the_models(
+    make_client: Callable[..., TestClient], tiny_pet_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bright = ("cat.png", red_png(), "image/png")  # pet_score ~0.86
+    dark = ("dark.png", solid(DARK_RED), "image/png")  # pet_score ~0.03
+    monkeypatch.setenv("CATDOG_PET_THRESHOLD", "0.9")
+    strict = make_client(model_dir=tiny_pet_model_dir)
+    assert strict.post("/predict", files={"file": bright}).json()["is_cat_or_dog"] is False
+    monkeypatch.setenv("CATDOG_PET_THRESHOLD", "0.01")
+    lenient = make_client(model_dir=tiny_pet_model_dir)
+    assert lenient.post("/predict", files={"file": dark}).json()["is_cat_or_dog"] is True
+    # The score itself does not depend on the threshold.
+    assert lenient.post("/predict", files={"file": bright}).json()["pet_score"] == pytest.approx(
+        tiny_pet_score(RED), abs=1e-4
+    )
+
+
+def test_pet_threshold_at_the_score_counts_as_a_pet(
+    make_client: Callable[..., TestClient], tiny_pet_model_dir: Path
+) -> None:
+    score = pytest.approx(tiny_pet_score(RED), abs=1e-4)
+    client = make_client(model_dir=tiny_pet_model_dir, pet_threshold=1.0)
+    body = client.post("/predict", files={"file": ("x.png", red_png(), "image/png")}).json()
+    assert body["pet_score"] == score
+    assert body["is_cat_or_dog"] is False
+    at_score = make_client(model_dir=tiny_pet_model_dir, pet_threshold=body["pet_score"])
+    again = at_score.post("/predict", files={"file": ("x.png", red_png(), "image/png")}).json()
+    assert again["is_cat_or_dog"] is True, "pet_score >= threshold is a pet"
+
+
+def test_pet_threshold_setting_is_ignored_without_pet_score(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(pet_threshold=0.9)
+    body = client.post("/predict", files={"file": ("x.png", red_png(), "image/png")}).json()
+    assert body["label"] == "cat"
+    assert body["pet_score"] is None
+    assert body["is_cat_or_dog"] is None
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "often"])
+def test_invalid_pet_threshold_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CATDOG_PET_THRESHOLD", value)
+    with pytest.raises(ValidationError, match="pet_threshold"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "ood", "configured", "expected"),
+    [
+        (["probabilities"], None, None, (None, "no pet_score output")),
+        (["probabilities"], None, 0.7, (None, "no pet_score output")),
+        (["probabilities", "pet_score"], {"threshold": 0.3}, None, (0.3, "metadata.ood.threshold")),
+        (["probabilities", "pet_score"], {"threshold": 0.3}, 0.7, (0.7, "CATDOG_PET_THRESHOLD")),
+        (["probabilities", "pet_score"], {"threshold": 0.3}, 0.0, (0.0, "CATDOG_PET_THRESHOLD")),
+        (["probabilities", "pet_score"], None, None, (0.5, "default")),
+    ],
+)
+def test_effective_pet_threshold(
+    outputs: list[str],
+    ood: dict[str, float] | None,
+    configured: float | None,
+    expected: tuple[float | None, str],
+) -> None:
+    metadata = ModelMetadata.model_validate(
+        {"version": "v", "architecture": "a", "class_names": ["cat", "dog"], "image_size": 8}
+        | {"outputs": outputs, "ood": ood}
+    )
+    assert effective_pet_threshold(metadata, configured) == expected
+
+
+def test_batch_items_carry_pet_fields(pet_client: TestClient) -> None:
+    files = [
+        ("files", ("bright-cat.png", red_png(), "image/png")),
+        ("files", ("dark.png", solid(DARK_RED), "image/png")),
+        ("files", ("bright-dog.jpg", blue_jpeg(), "image/jpeg")),
+    ]
+    response = pet_client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    items = response.json()["predictions"]
+    assert [p["label"] for p in items] == ["cat", "cat", "dog"]
+    assert [p["is_cat_or_dog"] for p in items] == [True, False, True]
+    assert items[1]["pet_score"] == pytest.approx(tiny_pet_score(DARK_RED), abs=1e-4)
+    assert items[0]["pet_score"] > PET_MODEL_THRESHOLD > items[1]["pet_score"]
+
+
+def test_pet_model_metadata_is_the_validated_document(
+    pet_client: TestClient, tiny_pet_model_dir: Path
+) -> None:
+    metadata = pet_client.get("/metadata").json()
+    on_disk = ModelMetadata.model_validate_json((tiny_pet_model_dir / "metadata.json").read_text())
+    assert metadata == on_disk.model_dump(mode="json")
+    assert metadata["outputs"] == ["probabilities", "pet_score"]
+    assert metadata["ood"]["threshold"] == PET_MODEL_THRESHOLD
+    assert pet_client.get("/readyz").json()["model_version"] == "tiny-pet-1"
+
+
+def test_openapi_documents_the_pet_fields(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("PredictionResponse", "BatchItem"):
+        properties = schemas[name]["properties"]
+        for field in ("pet_score", "is_cat_or_dog"):
+            assert field in schemas[name]["required"], (name, field)
+            assert "null" in [option.get("type") for option in properties[field]["anyOf"]], (name, field)
+            assert properties[field]["description"]
+            assert properties[field]["examples"]
+        assert any(example["is_cat_or_dog"] is False for example in schemas[name]["examples"])
+    assert "ModelMetadata" in schemas
 
 
 # --- bad input: 400 ------------------------------------------------------------------------------
@@ -271,6 +418,8 @@ def test_health_ready_metadata(client: TestClient) -> None:
     metadata = client.get("/metadata").json()
     assert metadata["class_names"] == ["cat", "dog"]
     assert metadata["image_size"] == 32
+    assert metadata["outputs"] == ["probabilities"]
+    assert metadata["ood"] is None
 
 
 def test_readyz_is_503_after_shutdown(make_client: Callable[..., TestClient]) -> None:

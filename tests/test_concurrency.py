@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.batching import DynamicBatcher
 from app.main import create_app
+from app.model import ImageScores
 from app.settings import Settings
 from tests.images import red_png
 from tests.servers import uvicorn_in_thread
@@ -62,10 +63,10 @@ def test_overload_answers_503_with_retry_after(make_client: Callable[..., TestCl
     gate = threading.Event()
     entered = threading.Event()
 
-    def slow_model(batch: np.ndarray) -> np.ndarray:
+    def slow_model(batch: np.ndarray) -> list[ImageScores]:
         entered.set()
         gate.wait(timeout=30)
-        return np.tile([0.9, 0.1], (len(batch), 1))
+        return [ImageScores(np.array([0.9, 0.1]), None) for _ in batch]
 
     # Swap in a batcher whose model blocks, started on the app's own event loop.
     blocked = DynamicBatcher(
