@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +56,44 @@ def test_invalid_setting_exits_2_naming_it(tiny_model_dir: Path) -> None:
     assert "CATDOG_PORT" in output
     assert "CATDOG_MAX_BATCH_SIZE" in output
     assert "Traceback" not in output
+
+
+def broken_copy(tiny_model_dir: Path, tmp_path: Path, damage: str) -> Path:
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    if damage == "unparsable-metadata":
+        (model_dir / "metadata.json").write_text('{"version": "v1", "class_names": [')
+    elif damage == "invalid-metadata":
+        metadata = json.loads((model_dir / "metadata.json").read_text())
+        (model_dir / "metadata.json").write_text(json.dumps({**metadata, "class_names": ["dog", "cat"]}))
+    else:
+        pb = model_dir / "saved_model.pb"
+        pb.write_bytes(pb.read_bytes()[:100])
+    return model_dir
+
+
+@pytest.mark.parametrize(
+    ("damage", "names"),
+    [
+        ("unparsable-metadata", "metadata.json"),
+        ("invalid-metadata", "class_names must be ['cat', 'dog']"),
+        ("truncated-saved-model", "saved_model.pb"),
+    ],
+)
+def test_broken_model_exits_2_with_one_line(
+    tiny_model_dir: Path, tmp_path: Path, damage: str, names: str
+) -> None:
+    model_dir = broken_copy(tiny_model_dir, tmp_path, damage)
+    # Auto-train on: a model that is there but broken is reported, never silently retrained over.
+    process = serve("--model-dir", str(model_dir), "--data-dir", str(tmp_path / "no-data"), "--port", "1")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "Traceback" not in output
+    plain = [line for line in output.splitlines() if line.startswith("catdog: ")]
+    assert len(plain) == 1, output
+    assert str(model_dir) in plain[0]
+    assert names in plain[0]
+    assert "Uvicorn running" not in output and "Started server process" not in output
 
 
 def test_existing_model_is_not_retrained(tiny_model_dir: Path, tmp_path: Path) -> None:
