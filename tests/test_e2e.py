@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from catdog.contract import ModelMetadata
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.servers import free_port, wait_ready
 
@@ -47,7 +48,9 @@ def check_structured_logs(output: str) -> None:
     access = [entry for entry in entries if entry.get("logger") == "catdog.access"]
     assert access, "no access log lines"
     assert all(entry["request_id"] and entry["status"] and entry["method"] for entry in access)
-    assert any(entry.get("message") == "ready" and entry.get("model_version") for entry in entries)
+    ready = [entry for entry in entries if entry.get("message") == "ready"]
+    assert ready and ready[0].get("model_version"), "no 'ready' line naming the model"
+    assert "pet_threshold" in ready[0], "the ready line says which pet threshold is in force"
 
 
 @pytest.fixture(scope="module")
@@ -104,5 +107,21 @@ def test_batch_endpoint_matches_single_predictions(served_default_model: str) ->
 def test_metadata_describes_the_served_model(served_default_model: str) -> None:
     metadata = httpx.get(f"{served_default_model}/metadata").json()
     on_disk = json.loads((DEFAULT_MODEL / "metadata.json").read_text())
-    assert metadata == on_disk
+    # The validated document: everything on disk, plus the schema's defaults for what it omits.
+    assert metadata == ModelMetadata.model_validate(on_disk).model_dump(mode="json")
+    assert {key: metadata[key] for key in on_disk} == on_disk
     assert metadata["class_names"] == ["cat", "dog"]
+
+
+def test_pet_fields_follow_the_served_model(served_default_model: str) -> None:
+    metadata = httpx.get(f"{served_default_model}/metadata").json()
+    path, _ = validation_photos(1)[0]
+    body = httpx.post(
+        f"{served_default_model}/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")}
+    ).json()
+    if "pet_score" in metadata["outputs"]:
+        assert 0.0 <= body["pet_score"] <= 1.0
+        assert isinstance(body["is_cat_or_dog"], bool)
+    else:
+        assert body["pet_score"] is None
+        assert body["is_cat_or_dog"] is None
