@@ -6,6 +6,7 @@ operator sees when `python -m app serve` refuses a model.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from catdog.contract import METADATA_FILE, SAVED_MODEL_FILE, MetadataError, ModelMetadata, read_metadata
 from catdog.saved_model import ModelLoadError, load_exported_model, model_exists
-from tests.conftest import TINY_IMAGE_SIZE, tiny_pet_score
+from tests.conftest import REPO_ROOT, TINY_IMAGE_SIZE, tiny_pet_score
 from tests.images import BLUE, RED
 
 VALID: dict[str, Any] = {
@@ -221,3 +222,31 @@ def test_model_with_pet_score_predicts_both(tiny_pet_model_dir: Path) -> None:
     assert outputs.pet_score.shape == (3,)
     expected = [tiny_pet_score(RED), tiny_pet_score(dark), tiny_pet_score(BLUE)]
     np.testing.assert_allclose(outputs.pet_score, expected, atol=1e-4)
+
+
+# --- the packages' boundaries --------------------------------------------------------------------
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """Top-level package of every import in `package`/, per file."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO_ROOT))] = names
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("app", {"training"}), ("training", {"app"}), ("catdog", {"app", "training", "fastapi", "keras"})],
+)
+def test_app_and_training_share_only_catdog(package: str, forbidden: set[str]) -> None:
+    files = imported_packages(package)
+    assert files, f"no Python files under {package}/"
+    offenders = {path: sorted(names & forbidden) for path, names in files.items() if names & forbidden}
+    assert not offenders, f"{package}/ must not import {sorted(forbidden)}: {offenders}"
