@@ -224,7 +224,7 @@ def test_module_entry_point_has_no_traceback_for_user_errors(tmp_path: Path) -> 
 
 def test_mounted_output_gets_its_contents_swapped(tmp_path: Path) -> None:
     """A Docker volume cannot be renamed: its contents are replaced, metadata.json moved last."""
-    from training.train import _replace_contents
+    from training.report import replace_contents
 
     staging, target = tmp_path / "staging", tmp_path / "volume"
     (staging / "variables").mkdir(parents=True)
@@ -232,7 +232,7 @@ def test_mounted_output_gets_its_contents_swapped(tmp_path: Path) -> None:
     (staging / "metadata.json").write_text("{}")
     (target / "old-dir").mkdir(parents=True)
     (target / "metadata.json").write_text("old")
-    _replace_contents(staging, target)
+    replace_contents(staging, target)
     assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "saved_model.pb", "variables"]
     assert (target / "metadata.json").read_text() == "{}"
     assert not staging.exists()

@@ -1,16 +1,20 @@
-"""Command line: `python -m training train ...` and `python -m training evaluate ...`.
+"""Command line: `python -m training train|evaluate|presets ...`.
 
-Mistakes a user can make (missing data, unknown architecture, no weights offline) end with one
+The `train` options are generated from the fields of `training.config.TrainConfig`, so a setting
+exists once: in the config, with its help text, and every preset and metadata.json use the same
+names. Mistakes a user can make (missing data, unknown architecture, no weights) end with one
 `error: ...` line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 from training.errors import TrainingError
 
@@ -24,8 +28,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; default None, so only flags given override the preset."""
+    from training.config import flag_fields
+
+    for name, info in flag_fields().items():
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": info.description}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is tuple:
+            kwargs["type"] = _float_list
+        elif annotation is int and name == "limit_per_class":
+            kwargs["type"] = _positive_int
+        else:
+            kwargs["type"] = annotation
+        parser.add_argument(flag, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from training.architectures import ARCHITECTURES
     from training.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
@@ -35,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train, evaluate and export a model",
         description="Train a cat/dog classifier and export it (SavedModel + metadata.json + report/). "
-        "Preset values apply unless overridden by a flag.",
+        "Preset values apply unless overridden by a flag; `python -m training presets` lists them.",
     )
     train.add_argument("--data-dir", required=True, help="dataset root (class folders or Kaggle flat files)")
     train.add_argument("--output", required=True, help="model directory to write, e.g. model/default")
@@ -43,73 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         help=f"training recipe: {', '.join(PRESETS)} (default: the one for --arch, else 'default')",
     )
-    train.add_argument("--arch", help=f"architecture: {', '.join(ARCHITECTURES)}")
-    train.add_argument("--image-size", type=int, help="square input size in pixels")
-    train.add_argument("--epochs", type=int, help="epochs (phase 1 for transfer models)")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--schedule", help="learning-rate schedule: cosine or constant")
-    train.add_argument("--fine-tune-epochs", type=int, help="transfer models: epochs with the top unfrozen")
-    train.add_argument("--fine-tune-lr", type=float, help="learning rate of the fine-tune phase (1e-5)")
-    train.add_argument("--weights", help="backbone weights file for transfer models")
-    train.add_argument(
-        "--offline", action="store_true", default=None, help="never download weights (also CATDOG_OFFLINE=1)"
-    )
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--val-fraction", type=float, default=0.2, help="held out if no validation split")
-    train.add_argument("--limit-per-class", type=_positive_int, help="first N files per class per split")
-    train.add_argument("--version", help="model version (default <arch>-<YYYYMMDD>-<data hash>)")
-    train.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    train.add_argument(
-        "--flip-tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="export a model that averages each image with its mirror image (preset default)",
-    )
+    _add_config_flags(train)
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="measure an exported model on a dataset split",
-        description="Run every image of a split through catdog.imaging and the SavedModel's serve signature.",
+        help="measure an exported model on a dataset",
+        description="Run every image of a split through catdog.imaging and the SavedModel's serving "
+        "signature. Data with a validation split: that split; data without one (class folders only, "
+        "Kaggle flat files): every file.",
     )
     evaluate.add_argument("--model", required=True, help="exported model directory")
     evaluate.add_argument("--data-dir", required=True)
-    evaluate.add_argument("--split", default="validation", choices=("validation", "train"))
+    evaluate.add_argument(
+        "--split",
+        choices=("validation", "train", "all"),
+        help="default: validation when the data has a validation split, else all (every file); "
+        "validation on data without one draws the seeded held-out fraction",
+    )
     evaluate.add_argument("--limit-per-class", type=_positive_int)
     evaluate.add_argument("--val-fraction", type=float, help="default: the one recorded at training time")
     evaluate.add_argument("--seed", type=int, help="default: the one recorded at training time")
     evaluate.add_argument("--output-json", help="also write the results to this JSON file")
+    evaluate.add_argument(
+        "--ood-threshold", type=float, help="models with a pet_score output: override metadata.ood.threshold"
+    )
+
+    commands.add_parser(
+        "presets", help="list the training presets and their measured figures", description="List presets."
+    )
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
-        from training.train import make_config, train
+        from training.config import flag_fields, make_config
+        from training.pipeline import train
 
-        config = make_config(
-            args.data_dir,
-            args.output,
-            args.preset,
-            arch=args.arch,
-            image_size=args.image_size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            schedule=args.schedule,
-            fine_tune_epochs=args.fine_tune_epochs,
-            fine_tune_lr=args.fine_tune_lr,
-            weights=args.weights,
-            offline=args.offline,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-            limit_per_class=args.limit_per_class,
-            version=args.version,
-            augment=args.augment,
-            flip_tta=args.flip_tta,
-        )
-        train(config)
-    else:
-        from training.evaluate import evaluate_saved_model, format_metrics
+        overrides = {name: getattr(args, name) for name in flag_fields()}
+        train(make_config(args.data_dir, args.output, args.preset, **overrides))
+    elif args.command == "evaluate":
+        from training.evaluate import evaluate_saved_model, format_evaluation
 
         result = evaluate_saved_model(
             args.model,
@@ -119,11 +123,13 @@ def _run(args: argparse.Namespace) -> None:
             val_fraction=args.val_fraction,
             seed=args.seed,
             output_json=args.output_json,
+            threshold=args.ood_threshold,
         )
-        print(f"model {result['model_version']} on {result['split']} split of {result['data_dir']}")
-        print(format_metrics(result["metrics"]))
-        if args.output_json is None:
-            print(json.dumps({k: result["metrics"][k] for k in ("accuracy", "log_loss", "roc_auc")}))
+        print(format_evaluation(result))
+    else:
+        from training.presets import format_presets
+
+        print(format_presets())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

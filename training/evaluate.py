@@ -97,8 +97,12 @@ def ood_report(pet_score: Any, threshold: float | None, threshold_source: str | 
 
 
 def _training_settings(model: ExportedModel) -> dict[str, Any]:
+    """The run's settings: `training.config` (older models kept them in `training` itself)."""
     training = (model.metadata.model_extra or {}).get("training")
-    return training if isinstance(training, dict) else {}
+    if not isinstance(training, dict):
+        return {}
+    config = training.get("config")
+    return config if isinstance(config, dict) else training
 
 
 def _describe(split: str, has_validation_split: bool, root: Path, validation_source: str) -> tuple[str, str]:

@@ -1,0 +1,168 @@
+"""Writing a finished run: SavedModel + metadata.json + report/ (evaluation.json and plots),
+assembled in a hidden sibling directory and swapped into place at the very end, so the output
+path holds either the previous model or a complete new one, never half an export.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from catdog.contract import CLASS_NAMES, METADATA_FILE
+from training.config import TrainConfig
+from training.data import LoadedDataset
+from training.metrics import format_metrics
+
+logger = logging.getLogger("catdog.training.report")
+
+REPORT_DIR = "report"
+EVALUATION_FILE = "evaluation.json"
+
+
+def default_version(arch: str, data_hash: str, now: dt.datetime) -> str:
+    short = arch.replace("efficientnet_", "").replace("+", "-") if "+" in arch else arch
+    return f"{short}-{now:%Y%m%d}-{data_hash[:8]}"
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow_version": tf.__version__, "keras_version": keras.__version__}
+
+
+def summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics block of metadata.json (the full one, with curves, is in report/)."""
+    summary = {
+        "split": "validation",
+        "accuracy": metrics["accuracy"],
+        "log_loss": metrics["log_loss"],
+        "roc_auc": metrics["roc_auc"],
+        "confusion_matrix": metrics["confusion_matrix"],
+        "per_class": {
+            name: {key: stats[key] for key in ("precision", "recall", "f1", "support")}
+            for name, stats in metrics["per_class"].items()
+        },
+    }
+    if "single_view" in metrics:
+        summary["single_view"] = metrics["single_view"]
+    return summary
+
+
+def write_run(
+    config: TrainConfig,
+    dataset: LoadedDataset,
+    *,
+    model: Any,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """Export `model` with `metadata` (plus what every run records) and the report; returns the
+    evaluation report as written."""
+    from training.export import export_saved_model
+    from training.plots import plot_confusion_matrix, plot_learning_curves, plot_roc_curve
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    version = config.version or default_version(config.arch, dataset.data_hash, now)
+    output = config.output.expanduser().resolve()
+    data_info = {
+        "data_dir": str(dataset.root),
+        "layout": dataset.layout,
+        "validation_source": dataset.validation_source,
+        "counts": dataset.counts(),
+        "skipped": dataset.skipped_counts(),
+        "data_hash": dataset.data_hash,
+    }
+    full_metadata = {
+        "name": output.name,
+        "version": version,
+        "architecture": config.arch,
+        "class_names": list(CLASS_NAMES),
+        "preset": config.preset,
+        "input": "uint8 RGB batch [N, H, W, 3]; resized to image_size x image_size in the graph",
+        "output": "probabilities [N, 2] in class_names order",
+        **metadata,
+        "training": {"config": config.recorded(), "data": data_info, **metadata.get("training", {})},
+        "metrics": summary_metrics(metrics),
+        "created_at": now.isoformat().replace("+00:00", "Z"),
+        **library_versions(),
+    }
+    full_evaluation = {
+        "name": output.name,
+        "version": version,
+        "architecture": config.arch,
+        "split": "validation",
+        "metrics": metrics,
+        "history": history,
+        "counts": dataset.counts(),
+        "skipped_counts": dataset.skipped_counts(),
+        "skipped": dataset.skipped_json(),
+        "data_hash": dataset.data_hash,
+        **evaluation,
+    }
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        export_saved_model(model, staging, config.input_size, full_metadata, flip_tta=config.flip_tta)
+        report = staging / REPORT_DIR
+        report.mkdir()
+        text = json.dumps(full_evaluation, indent=2, default=str) + "\n"
+        (report / EVALUATION_FILE).write_text(text, encoding="utf-8")
+        if history:
+            plot_learning_curves(history, report / "learning_curves.png")
+        plot_confusion_matrix(metrics["confusion_matrix"], list(CLASS_NAMES), report / "confusion_matrix.png")
+        curve = metrics["roc_curve"]
+        plot_roc_curve(curve["fpr"], curve["tpr"], metrics["roc_auc"], report / "roc_curve.png")
+        replace_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("model %s written to %s", version, output)
+    print(f"model {version} written to {output}")
+    print(format_metrics(metrics))
+    return full_evaluation
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Move the finished `source` to `target`, replacing an older model there."""
+    if os.path.ismount(target):
+        replace_contents(source, target)
+        return
+    backup = None
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(backup)
+    try:
+        source.rename(target)
+    except OSError:
+        if backup is not None:
+            backup.rename(target)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def replace_contents(source: Path, target: Path) -> None:
+    """For a target that cannot be renamed (a mounted volume): swap its contents, metadata last.
+
+    The service only treats a directory holding metadata.json as a model, so a crash part-way
+    leaves "no model" rather than a mismatched one.
+    """
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    children = sorted(source.iterdir(), key=lambda child: child.name == METADATA_FILE)
+    for child in children:
+        shutil.move(str(child), str(target / child.name))
+    shutil.rmtree(source, ignore_errors=True)
