@@ -26,7 +26,6 @@ PET_SCORE = "pet_score"
 CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
 
 
-
 class OutOfDistribution(BaseModel):
     """How `pet_score` was calibrated: images scoring below `threshold` are "neither cat nor dog"."""
 

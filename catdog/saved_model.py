@@ -68,7 +68,7 @@ class ExportedModel:
         if probabilities.shape != (len(images), len(self.class_names)):
             raise RuntimeError(f"model returned shape {probabilities.shape} for a batch of {len(images)}")
         pet_score = None
-        if PET_SCORE in outputs:
+        if self.metadata.has_pet_score:  # what metadata.json declares, not whatever the graph returns
             pet_score = np.asarray(outputs[PET_SCORE].numpy(), dtype=np.float64).reshape(len(images))
         return ModelOutputs(probabilities, pet_score)
 
@@ -94,10 +94,13 @@ def load_exported_model(model_dir: Path | str) -> ExportedModel:
         loaded = tf.saved_model.load(str(model_dir))
         signature = loaded.signatures[SIGNATURE_NAME]
     except Exception as exc:  # a corrupt export raises anything from OSError to IndexError
-        raise ModelLoadError(f"cannot load the SavedModel at {model_dir}: {type(exc).__name__}: {exc}") from exc
+        # TensorFlow's messages can span lines; an operator gets one.
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ModelLoadError(f"cannot load the SavedModel at {model_dir}: {detail}") from exc
     outputs = set(signature.structured_outputs)
     if PROBABILITIES not in outputs or (metadata.has_pet_score and PET_SCORE not in outputs):
         raise ModelLoadError(
-            f"the SavedModel at {model_dir} returns {sorted(outputs)}, metadata.json promises {metadata.outputs}"
+            f"the SavedModel at {model_dir} returns {sorted(outputs)}, "
+            f"metadata.json promises {metadata.outputs}"
         )
     return ExportedModel(signature, loaded, metadata, model_dir, time.perf_counter() - started)

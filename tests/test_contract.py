@@ -176,10 +176,6 @@ def test_truncated_saved_model_names_the_file(tiny_model_dir: Path, tmp_path: Pa
     assert str(pb) in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catdog.saved_model passes TensorFlow's multi-line message through (see the app report)",
-)
 def test_missing_variables_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = copy_model(tiny_model_dir, tmp_path)
     shutil.rmtree(model_dir / "variables")

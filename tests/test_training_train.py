@@ -31,21 +31,20 @@ METADATA_KEYS = {
     "tensorflow_version",
     "keras_version",
 }
-TRAINING_KEYS = {
-    "data_dir",
-    "layout",
-    "counts",
-    "skipped",
-    "data_hash",
-    "epochs_run",
+TRAINING_KEYS = {"config", "data", "epochs_run", "best_epoch", "weights"}
+CONFIG_KEYS = {
+    "arch",
+    "epochs",
     "fine_tune_epochs",
     "batch_size",
     "learning_rate",
     "seed",
-    "augmentation",
-    "weights",
+    "augment",
+    "flip_tta",
 }
+DATA_KEYS = {"data_dir", "layout", "counts", "skipped", "data_hash"}
 TINY = ["--image-size", "32", "--batch-size", "8"]
+SCRATCH = ["--preset", "scratch", *TINY]
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +54,10 @@ def class_folder_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, class_folder_data: Path) -> Path:
-    """The default architecture (scratch-cnn) for 2 epochs through the CLI."""
+    """The scratch preset (scratch-cnn) for 2 epochs through the CLI."""
     output = tmp_path_factory.mktemp("models") / "tiny"
     code = main(
-        ["train", "--data-dir", str(class_folder_data), "--output", str(output), "--epochs", "2", *TINY]
+        ["train", "--data-dir", str(class_folder_data), "--output", str(output), "--epochs", "2", *SCRATCH]
     )
     assert code == 0
     return output
@@ -73,22 +72,25 @@ def test_cli_train_writes_the_export_contract(trained: Path) -> None:
     metadata = json.loads((trained / "metadata.json").read_text())
     assert metadata.keys() >= METADATA_KEYS
     assert metadata["training"].keys() >= TRAINING_KEYS
+    assert metadata["training"]["config"].keys() >= CONFIG_KEYS
+    assert metadata["training"]["data"].keys() >= DATA_KEYS
+    data = metadata["training"]["data"]
     assert metadata["name"] == "tiny"
     assert metadata["architecture"] == "scratch-cnn"
     assert metadata["class_names"] == ["cat", "dog"]
     assert metadata["image_size"] == 32
     assert metadata["version"].startswith("scratch-cnn-")
-    assert metadata["version"].endswith(metadata["training"]["data_hash"][:8])
-    assert metadata["training"]["counts"] == {
+    assert metadata["version"].endswith(data["data_hash"][:8])
+    assert data["counts"] == {
         "train": {"cat": 12, "dog": 12},
         "validation": {"cat": 8, "dog": 8},
     }
-    assert metadata["training"]["skipped"] == {"train": 3, "validation": 0}
+    assert data["skipped"] == {"train": 3, "validation": 0}
     assert metadata["training"]["epochs_run"] == 2
     assert {"accuracy", "log_loss", "roc_auc", "confusion_matrix", "per_class"} <= metadata["metrics"].keys()
     assert metadata["created_at"].endswith("Z")
-    # The default preset exports mirror-averaging and reports what it adds over single views.
-    assert metadata["training"]["flip_tta"] is True
+    # The scratch preset exports mirror-averaging and reports what it adds over single views.
+    assert metadata["training"]["config"]["flip_tta"] is True
     assert "mirror" in metadata["test_time_augmentation"]
 
     evaluation = _evaluation(trained)
@@ -152,8 +154,8 @@ def test_separable_data_is_learned(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     evaluation = _evaluation(output)
-    assert evaluation["training"]["layout"] == "kaggle-flat"
-    assert evaluation["training"]["flip_tta"] is False  # the baseline recipe, as published
+    assert evaluation["training"]["data"]["layout"] == "kaggle-flat"
+    assert evaluation["training"]["config"]["flip_tta"] is False  # the baseline recipe, as published
     assert "single_view" not in evaluation["metrics"]
     assert evaluation["counts"]["validation"] == {"cat": 6, "dog": 6}
     assert evaluation["metrics"]["accuracy"] > 0.9
@@ -166,7 +168,7 @@ def test_same_command_gives_identical_numbers(tmp_path: Path) -> None:
     for name in ("a", "b"):
         output = tmp_path / name
         args = ["train", "--data-dir", str(data), "--output", str(output), "--epochs", "2", "--version", "v"]
-        assert main([*args, *TINY]) == 0
+        assert main([*args, *SCRATCH]) == 0
         evaluation = _evaluation(output)
         results.append((evaluation["metrics"], evaluation["history"], evaluation["best_epoch"]))
     assert results[0] == results[1]
@@ -189,7 +191,12 @@ def test_rerun_replaces_the_previous_model(tmp_path: Path, class_folder_data: Pa
         (["--data-dir", "{tmp}/missing"], "does not exist"),
         (["--data-dir", "{data}", "--arch", "resnet9000"], "unknown architecture 'resnet9000'"),
         (["--data-dir", "{data}", "--preset", "nope"], "unknown preset 'nope'"),
-        (["--data-dir", "{data}", "--fine-tune-epochs", "2"], "needs a pretrained backbone"),
+        (
+            ["--data-dir", "{data}", "--preset", "scratch", "--fine-tune-epochs", "2"],
+            "needs a pretrained backbone",
+        ),
+        (["--data-dir", "{data}", "--arch", "efficientnet_lite9"], "unknown EfficientNet-Lite variant"),
+        (["--data-dir", "{data}", "--preset", "accurate", "--fine-tune-epochs", "1"], "not an ensemble"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(

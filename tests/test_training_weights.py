@@ -126,7 +126,7 @@ def test_transfer_training_with_weights_file(empty_keras_home: Path, tmp_path: P
     metadata = json.loads((output / "metadata.json").read_text())
     assert metadata["architecture"] == "mobilenet_v2"
     assert metadata["training"]["weights"] == f"file:{weights_file}"
-    assert metadata["training"]["fine_tune_epochs"] == 1
+    assert metadata["training"]["config"]["fine_tune_epochs"] == 1
     history = json.loads((output / "report" / "evaluation.json").read_text())["history"]
     assert [(row["epoch"], row["phase"]) for row in history] == [(1, "train"), (2, "fine-tune")]
     assert history[1]["learning_rate"] == pytest.approx(1e-5)

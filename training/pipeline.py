@@ -87,7 +87,7 @@ def _train_fitted(config: TrainConfig, dataset: LoadedDataset, weights: WeightsF
             "preprocessing": f"{_DECODING.format(s=config.input_size)}; then {result.preprocessing}",
             "training": training,
         },
-        evaluation={"best_epoch": result.best_epoch, "training": training},
+        evaluation={"best_epoch": result.best_epoch},
     )
 
 

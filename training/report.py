@@ -81,6 +81,7 @@ def write_run(
         "skipped": dataset.skipped_counts(),
         "data_hash": dataset.data_hash,
     }
+    training = {"config": config.recorded(), "data": data_info, **metadata.get("training", {})}
     full_metadata = {
         "name": output.name,
         "version": version,
@@ -90,7 +91,7 @@ def write_run(
         "input": "uint8 RGB batch [N, H, W, 3]; resized to image_size x image_size in the graph",
         "output": "probabilities [N, 2] in class_names order",
         **metadata,
-        "training": {"config": config.recorded(), "data": data_info, **metadata.get("training", {})},
+        "training": training,
         "metrics": summary_metrics(metrics),
         "created_at": now.isoformat().replace("+00:00", "Z"),
         **library_versions(),
@@ -107,6 +108,7 @@ def write_run(
         "skipped": dataset.skipped_json(),
         "data_hash": dataset.data_hash,
         **evaluation,
+        "training": training,
     }
 
     output.parent.mkdir(parents=True, exist_ok=True)
