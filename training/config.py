@@ -70,6 +70,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        # Imported here: the CLI builds its flags from this class, and must not wait for Keras.
         from training.architectures import SCRATCH_ARCHITECTURES, TRANSFER_ARCHITECTURES, check_architecture
 
         if is_pretrained(self.arch):

@@ -410,13 +410,15 @@ def load_dataset(
     limit: int | None = None,
     splits: Sequence[str] = SPLITS,
     progress: bool = True,
+    found: DatasetFiles | None = None,
 ) -> LoadedDataset:
     """Discover, limit and decode the requested splits; undecodable files are skipped and listed.
 
     `splits` are names from SPLIT_CHOICES: `train`, `validation` (drawn from the files, seeded,
     when the data has no validation split) and `all` (every file, nothing drawn).
     """
-    found = discover(data_dir, val_fraction=val_fraction, seed=seed, splits=splits)
+    if found is None:  # callers that already checked the data hand over what discover() found
+        found = discover(data_dir, val_fraction=val_fraction, seed=seed, splits=splits)
     loaded: dict[str, SplitData] = {}
     skipped: dict[str, list[SkippedFile]] = {}
     pairs: list[tuple[str, str]] = []

@@ -9,10 +9,18 @@ from typing import Any
 
 import numpy as np
 
+from catdog.imaging import load_model_input
 from training.architectures import TRANSFER_ARCHITECTURES
+from training.backbones.packaged import WeightsSource, load_backbone
 from training.config import TrainConfig, backbones, is_pretrained
 from training.data import LoadedDataset, discover, load_dataset
+from training.evaluate import predict_with_signature
+from training.export import build_serving_function
 from training.metrics import compute_metrics
+from training.ood import METHOD, choose_threshold, reference_photos
+from training.pretrained import train_pretrained
+from training.report import write_run
+from training.train import fit
 from training.weights import WeightsFile, resolve_weights
 
 logger = logging.getLogger("catdog.training.pipeline")
@@ -26,15 +34,10 @@ _DECODING = (
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run a full training; returns the evaluation report (also written to report/evaluation.json)."""
     # Cheap checks first: a wrong data path or missing weights fail before any decoding or training.
-    discover(config.data_dir, val_fraction=config.val_fraction, seed=config.seed)
+    found = discover(config.data_dir, val_fraction=config.val_fraction, seed=config.seed)
     weights: WeightsFile | None = None
     if config.arch in TRANSFER_ARCHITECTURES:
         weights = resolve_weights(config.arch, config.input_size, config.weights, offline=config.offline)
-    elif is_pretrained(config.arch):
-        from training.backbones.packaged import load_backbone
-
-        for name in backbones(config.arch):
-            load_backbone(name, config.weights)  # converts (and caches) now, or fails now
 
     import keras
     import tensorflow as tf
@@ -42,6 +45,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    backbones_loaded = []
+    if is_pretrained(config.arch):
+        # Converted (and cached) now, so a missing package or a bad file fails before decoding.
+        backbones_loaded = [load_backbone(name, config.weights) for name in backbones(config.arch)]
 
     dataset = load_dataset(
         config.data_dir,
@@ -49,18 +56,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         val_fraction=config.val_fraction,
         seed=config.seed,
         limit=config.limit_per_class,
+        found=found,
     )
     logger.info("data: %s (layout %s), counts %s", dataset.root, dataset.layout, dataset.counts())
-    if is_pretrained(config.arch):
-        return _train_pretrained(config, dataset)
+    if backbones_loaded:
+        return _train_pretrained(config, dataset, backbones_loaded)
     return _train_fitted(config, dataset, weights)
 
 
 def _train_fitted(config: TrainConfig, dataset: LoadedDataset, weights: WeightsFile | None) -> dict[str, Any]:
-    from training.evaluate import predict_with_signature
-    from training.export import build_serving_function
-    from training.report import write_run
-    from training.train import fit
 
     result = fit(config, dataset, weights)
     val = dataset.splits["validation"]
@@ -91,13 +95,11 @@ def _train_fitted(config: TrainConfig, dataset: LoadedDataset, weights: WeightsF
     )
 
 
-def _train_pretrained(config: TrainConfig, dataset: LoadedDataset) -> dict[str, Any]:
-    from training.export import build_serving_function
-    from training.ood import METHOD, choose_threshold
-    from training.pretrained import train_pretrained
-    from training.report import write_run
+def _train_pretrained(
+    config: TrainConfig, dataset: LoadedDataset, backbones_loaded: list[tuple[Any, WeightsSource]]
+) -> dict[str, Any]:
 
-    result = train_pretrained(config, dataset)
+    result = train_pretrained(config, dataset, backbones_loaded)
     val = dataset.splits["validation"]
     serve = build_serving_function(result.model, config.input_size, config.flip_tta)
     _check_export_matches_features(serve, val.images[:8], result.p_dog_val[:8], result.pet_val[:8])
@@ -164,9 +166,6 @@ def _check_export_matches_features(
 def _reference_photo_rates(serve: Any, size: int, threshold: float) -> dict[str, Any]:
     """Run the packaged non-pet (and pet) reference photos through the exported function."""
     import tensorflow as tf
-
-    from catdog.imaging import load_model_input
-    from training.ood import reference_photos
 
     non_pets, pets = reference_photos()
     found: dict[str, Any] = {}

@@ -21,12 +21,14 @@ from typing import Any
 import keras
 import numpy as np
 from keras import layers
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from training.backbones.efficientnet_lite import get_variant
-from training.backbones.packaged import WeightsSource, load_backbone
-from training.config import TrainConfig, backbones
+from training.backbones.packaged import WeightsSource
+from training.config import TrainConfig
 from training.data import LoadedDataset, SplitData
-from training.metrics import log_loss
+from training.metrics import accuracy, log_loss
 from training.ood import PetProbability
 
 logger = logging.getLogger("catdog.training.pretrained")
@@ -61,8 +63,8 @@ def _progress(total: int, what: str) -> Any:
     return keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 2, unit_name="image")
 
 
-def make_member(name: str, input_size: int, weights: str | None) -> Member:
-    backbone, source = load_backbone(name, weights)
+def make_member(backbone: Any, source: WeightsSource, input_size: int) -> Member:
+    name = source.backbone
     inputs = keras.Input((input_size, input_size, 3), dtype="float32", name="pixels")
     native = get_variant(name).image_size
     x = inputs
@@ -105,8 +107,6 @@ def fit_head(
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Standardized logistic regression, C chosen by validation log loss; returns (w, b, report)
     with the standardization folded into w and b, so the head is one Dense layer on raw features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
     scaled_train = scaler.transform(train_x)
@@ -158,10 +158,13 @@ def _views(
     return views
 
 
-def train_pretrained(config: TrainConfig, dataset: LoadedDataset) -> PretrainedResult:
+def train_pretrained(
+    config: TrainConfig, dataset: LoadedDataset, loaded: list[tuple[Any, WeightsSource]]
+) -> PretrainedResult:
+    """`loaded`: each backbone with its weights' source, from `packaged.load_backbone`."""
     train, val = dataset.splits["train"], dataset.splits["validation"]
     size = config.input_size
-    members = [make_member(name, size, config.weights) for name in backbones(config.arch)]
+    members = [make_member(backbone, source, size) for backbone, source in loaded]
     p_views: list[np.ndarray] = []  # per member: [views, N_val]
     pet_val_members, pet_train_members = [], []
     for member in members:
@@ -213,8 +216,6 @@ def train_pretrained(config: TrainConfig, dataset: LoadedDataset) -> PretrainedR
 
 def _view_metrics(labels: np.ndarray, views: np.ndarray) -> dict[str, Any]:
     """This member alone on validation: single view, and averaged with the mirror image if measured."""
-    from training.metrics import accuracy
-
     found = {"single_view": {"accuracy": accuracy(labels, views[0]), "log_loss": log_loss(labels, views[0])}}
     if len(views) > 1:
         mean = views.mean(axis=0)

@@ -17,7 +17,9 @@ from typing import Any
 from catdog.contract import CLASS_NAMES, METADATA_FILE
 from training.config import TrainConfig
 from training.data import LoadedDataset
+from training.export import export_saved_model
 from training.metrics import format_metrics
+from training.plots import plot_confusion_matrix, plot_learning_curves, plot_roc_curve
 
 logger = logging.getLogger("catdog.training.report")
 
@@ -67,8 +69,6 @@ def write_run(
 ) -> dict[str, Any]:
     """Export `model` with `metadata` (plus what every run records) and the report; returns the
     evaluation report as written."""
-    from training.export import export_saved_model
-    from training.plots import plot_confusion_matrix, plot_learning_curves, plot_roc_curve
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     version = config.version or default_version(config.arch, dataset.data_hash, now)
