@@ -9,32 +9,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app import openapi
 from app.batching import DynamicBatcher
-from app.dependencies import ServiceState
-from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.model import ServedModel
 from app.routes import router
+from app.service import ServiceState
 from app.settings import Settings, get_settings
 from catdog.saved_model import ExportedModel, load_exported_model
 
 logger = logging.getLogger("catdog")
-
-DESCRIPTION = """
-Classifies photos as **cat** or **dog**.
-
-Try it: open `POST /predict`, press *Try it out*, choose a photo for `file` and *Execute*.
-From a shell: `curl -F file=@cat.jpg http://localhost:8000/predict`, or send the bytes directly:
-`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' http://localhost:8000/predict`.
-
-Models with a "pet" head also answer `pet_score`, the probability that the photo shows a cat or a
-dog at all, and `is_cat_or_dog` (`pet_score` at or above the configured threshold); both are
-`null` for models without it. `label` and `probabilities` are always the cat-vs-dog answer.
-
-Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
-"""
 
 
 def load_model(settings: Settings) -> ExportedModel:
@@ -100,10 +86,10 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     app = FastAPI(
-        title="catdog",
-        version="1.0.0",
-        summary="Cat-vs-dog image classification",
-        description=DESCRIPTION,
+        title=openapi.TITLE,
+        version=openapi.VERSION,
+        summary=openapi.SUMMARY,
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,  # replaced by install_docs: same page, assets served locally
         redoc_url=None,
@@ -111,7 +97,7 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     app.state.service = ServiceState(settings=settings, metrics=metrics, preloaded=model)
     install_error_handlers(app)
     app.include_router(router)
-    install_docs(app, "catdog")
+    openapi.install_docs(app)
     # Added last = runs first: every response, even a 413 from the size limit, gets a request id.
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -435,7 +435,11 @@ def test_readyz_is_503_after_shutdown(make_client: Callable[..., TestClient]) ->
     response = probe.post("/predict", files={"file": ("x.png", red_png(), "image/png")})
     assert_error(response, 503, "not_ready")
     assert response.headers["retry-after"] == "1"
-    assert_error(probe.get("/readyz"), 503, "not_ready")
+    not_ready = probe.get("/readyz")
+    assert_error(not_ready, 503, "not_ready")
+    # The same readiness check and the same 503 as the prediction routes.
+    assert not_ready.headers["retry-after"] == "1"
+    assert not_ready.json()["error"]["message"] == response.json()["error"]["message"]
 
 
 def test_request_id_is_echoed_or_generated(client: TestClient) -> None:

@@ -1,0 +1,160 @@
+"""What /docs and /openapi.json say: the description, each route's documentation, Swagger UI.
+
+Routes take their documentation from here (`@router.post("/predict", **PREDICT)`), so app/routes.py
+holds only handlers. Swagger UI is served from this service itself: FastAPI's default /docs page
+loads it from a public CDN, so it is blank wherever the browser cannot reach the internet
+(air-gapped clusters, this project's CI). The assets come from the swagger-ui-bundle-v2 package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from app.schemas import (
+    BatchPredictionResponse,
+    ErrorResponse,
+    Health,
+    PredictionResponse,
+    Readiness,
+)
+from catdog.contract import ModelMetadata
+
+TITLE = "catdog"
+VERSION = "1.0.0"
+SUMMARY = "Cat-vs-dog image classification"
+DESCRIPTION = """
+Classifies photos as **cat** or **dog**.
+
+Try it: open `POST /predict`, press *Try it out*, choose a photo for `file` and *Execute*.
+From a shell: `curl -F file=@cat.jpg http://localhost:8000/predict`, or send the bytes directly:
+`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' http://localhost:8000/predict`.
+
+Models with a "pet" head also answer `pet_score`, the probability that the photo shows a cat or a
+dog at all, and `is_cat_or_dog` (`pet_score` at or above the configured threshold); both are
+`null` for models without it. `label` and `probabilities` are always the cat-vs-dog answer.
+
+Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
+"""
+
+ASSETS_URL = "/static/swagger-ui"
+
+# --- request bodies: the handlers read the request themselves (app/uploads.py), so FastAPI cannot
+# --- infer these; they are declared for the documentation only.
+
+_FILE_SCHEMA = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+_RAW_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "Either a multipart form with the image in `file` (what Swagger UI and "
+        "`curl -F file=@cat.jpg` send), or the raw image bytes with an image content type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": _FILE_SCHEMA}}
+            },
+            "image/jpeg": _RAW_IMAGE,
+            "image/png": _RAW_IMAGE,
+            "image/webp": _RAW_IMAGE,
+            "application/octet-stream": _RAW_IMAGE,
+        },
+    }
+}
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": _FILE_SCHEMA}},
+                }
+            }
+        },
+    }
+}
+
+
+def _error_doc(description: str, code: str, message: str) -> dict[str, Any]:
+    example = {"error": {"code": code, "message": message}, "request_id": "4f1c2a9e8b7d4e0f9a6b5c4d3e2f1a0b"}
+    return {
+        "model": ErrorResponse,
+        "description": description,
+        "content": {"application/json": {"example": example}},
+    }
+
+
+_PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error_doc(
+        "Empty, corrupt or undecodable image",
+        "undecodable_image",
+        "'cat.jpg': the upload is not a decodable image; supported formats: JPEG, PNG, GIF, WEBP, BMP, TIFF",
+    ),
+    413: _error_doc(
+        "Upload over the byte or pixel limit, or too many files",
+        "payload_too_large",
+        "'cat.jpg' is 12582912 bytes, over the limit of 10485760 bytes",
+    ),
+    415: _error_doc(
+        "Not an image content type we read",
+        "unsupported_media_type",
+        "file 'notes.txt' has content type 'text/plain', which is not a supported image type",
+    ),
+    422: _error_doc("Missing form field", "validation_error", "multipart field 'file' is missing"),
+    503: _error_doc(
+        "Queue full or model not ready; see Retry-After",
+        "overloaded",
+        "the service is at capacity: 256 images are waiting (limit 256); retry shortly",
+    ),
+}
+
+# --- per route: keyword arguments of the route decorators ---------------------------------------
+
+PREDICT: dict[str, Any] = {
+    "response_model": PredictionResponse,
+    "responses": _PREDICTION_ERRORS,
+    "openapi_extra": _PREDICT_BODY,
+    "summary": "Classify one image as cat or dog",
+    "tags": ["prediction"],
+}
+PREDICT_BATCH: dict[str, Any] = {
+    "response_model": BatchPredictionResponse,
+    "responses": _PREDICTION_ERRORS,
+    "openapi_extra": _BATCH_BODY,
+    "summary": "Classify several images in one request",
+    "tags": ["prediction"],
+}
+HEALTHZ: dict[str, Any] = {"response_model": Health, "tags": ["operations"], "summary": "Liveness"}
+READYZ: dict[str, Any] = {
+    "response_model": Readiness,
+    "responses": {503: {"model": ErrorResponse, "description": "Not ready"}},
+    "tags": ["operations"],
+    "summary": "Readiness: model loaded, warmed up, batcher running",
+}
+METADATA: dict[str, Any] = {
+    "tags": ["operations"],
+    "summary": "The model's metadata.json, as validated at load time",
+    "responses": {200: {"model": ModelMetadata, "description": "metadata.json of the served model"}},
+}
+METRICS: dict[str, Any] = {"tags": ["operations"], "summary": "Prometheus metrics"}
+
+
+def install_docs(app: FastAPI) -> None:
+    """Mount the assets and serve /docs; create the app with docs_url=None and redoc_url=None."""
+    app.mount(ASSETS_URL, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url="data:,",  # no request leaves the service
+        )

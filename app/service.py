@@ -1,0 +1,195 @@
+"""The prediction service: the one place that turns uploaded image bytes into prediction answers.
+
+Every image goes the same way, for /predict and /predict/batch alike:
+
+  decode   bytes -> uint8 RGB array in a worker thread (catdog.imaging, the pipeline training uses);
+           a bad image is a 400 or 413 naming the file
+  admit    into the batcher's bounded queue, all of a request's images or none; 503 when full
+  batch    wait for the shared model call the batcher forms (app/batching.py)
+  describe class probabilities -> label, confidence, pet flag, and the request's timings
+
+It also decides readiness (`ServiceState.require_ready`) and writes the only `Retry-After` header
+the service sends: a 503 always tells the client when to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, InferenceError, QueueFullError
+from app.errors import APIError
+from app.metrics import ServiceMetrics
+from app.model import ImageScores, ServedModel
+from app.schemas import BatchItem, BatchPredictionResponse, Prediction, PredictionResponse, Readiness, Timing
+from app.settings import Settings
+from app.uploads import Upload
+from catdog.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
+from catdog.saved_model import ExportedModel
+
+
+def retry_later(code: str, message: str, settings: Settings) -> APIError:
+    """A 503 with `Retry-After`: not ready yet, shutting down, or at capacity."""
+    return APIError(503, code, message, headers={"Retry-After": str(settings.retry_after_seconds)})
+
+
+@dataclass
+class ServiceState:
+    """What the app's lifespan sets up and tears down; routes get a ready `PredictionService` from it."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    # Loaded before the app was built (python -m app serve does, to fail before binding a port);
+    # when None the lifespan loads settings.model_dir itself.
+    preloaded: ExportedModel | None = None
+    model: ServedModel | None = None
+    batcher: DynamicBatcher[ImageScores] | None = None
+
+    def ready_service(self) -> PredictionService | None:
+        """The readiness check: the model is loaded and warmed up and the batcher runs."""
+        if self.model is None or self.batcher is None or not self.batcher.running:
+            return None
+        return PredictionService(self.settings, self.model, self.batcher)
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_service() is not None
+
+    def require_ready(self) -> PredictionService:
+        service = self.ready_service()
+        if service is None:
+            raise retry_later(
+                "not_ready",
+                "the model is not loaded and warmed up yet, or the service is shutting down",
+                self.settings,
+            )
+        return service
+
+
+@dataclass(frozen=True)
+class PredictionService:
+    """A ready service: uploads in, answers out. `started` is when the request arrived
+    (`time.perf_counter()`): latency_ms and decode_ms count from there, reading the upload included."""
+
+    settings: Settings
+    model: ServedModel
+    batcher: DynamicBatcher[ImageScores]
+
+    async def predict(self, upload: Upload, started: float) -> PredictionResponse:
+        with self.batcher.announce():
+            image = await self._decode(upload)
+        decoded = time.perf_counter()
+        result = (await self._admit_and_batch([image]))[0]
+        return PredictionResponse(
+            **self._describe(result.output).model_dump(),
+            model_version=self.model.version,
+            latency_ms=_ms(time.perf_counter() - started),
+            timing=Timing(
+                decode_ms=_ms(decoded - started),
+                queue_ms=_ms(result.queue_seconds),
+                inference_ms=_ms(result.inference_seconds),
+                batch_size=result.batch_size,
+            ),
+        )
+
+    async def predict_batch(self, uploads: list[Upload], started: float) -> BatchPredictionResponse:
+        """All files or none: one bad file fails the request, and its details name every bad file."""
+        with self.batcher.announce(len(uploads)):
+            outcomes = await asyncio.gather(
+                *(self._decode(upload) for upload in uploads), return_exceptions=True
+            )
+        images = [_image_or_raise(outcome) for outcome in outcomes if not isinstance(outcome, APIError)]
+        failures = [
+            (index, upload, outcome)
+            for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))
+            if isinstance(outcome, APIError)
+        ]
+        if failures:
+            # The whole request fails with the first bad file's status.
+            first = failures[0][2]
+            raise APIError(
+                first.status_code,
+                first.code,
+                f"{len(failures)} of {len(uploads)} files could not be used; first: {first.message}",
+                [
+                    {
+                        "index": index,
+                        "filename": upload.filename,
+                        "code": error.code,
+                        "message": error.message,
+                    }
+                    for index, upload, error in failures
+                ],
+            )
+        results = await self._admit_and_batch(images)
+        return BatchPredictionResponse(
+            predictions=[
+                BatchItem(index=index, filename=upload.filename, **self._describe(result.output).model_dump())
+                for index, (upload, result) in enumerate(zip(uploads, results, strict=True))
+            ],
+            model_version=self.model.version,
+            latency_ms=_ms(time.perf_counter() - started),
+        )
+
+    def readiness(self) -> Readiness:
+        return Readiness(
+            status="ready", model_version=self.model.version, queue_depth=self.batcher.queue_depth
+        )
+
+    async def _decode(self, upload: Upload) -> np.ndarray:
+        """Decode off the event loop; a bad image becomes a 400 or 413 naming the file."""
+        name = f"'{upload.filename}'" if upload.filename else "the image"
+        try:
+            return await run_in_threadpool(
+                load_model_input, upload.data, self.model.image_size, self.settings.max_image_pixels
+            )
+        except ImageTooLargeError as exc:
+            raise APIError(
+                413, "image_too_large", f"{name}: {exc}", {"max_image_pixels": exc.max_pixels}
+            ) from exc
+        except EmptyImageError as exc:
+            raise APIError(400, "empty_image", f"{name}: {exc}") from exc
+        except ImageDecodeError as exc:
+            raise APIError(400, "undecodable_image", f"{name}: {exc}") from exc
+
+    async def _admit_and_batch(self, images: list[np.ndarray]) -> list[BatchResult[ImageScores]]:
+        try:
+            return await self.batcher.submit_many(images)
+        except QueueFullError as exc:
+            raise retry_later("overloaded", f"the service is at capacity: {exc}", self.settings) from exc
+        except BatcherClosedError as exc:
+            raise retry_later("not_ready", str(exc), self.settings) from exc
+        except InferenceError as exc:
+            raise APIError(500, "inference_failed", "the model failed on this request") from exc
+
+    def _describe(self, scores: ImageScores) -> Prediction:
+        names = self.model.class_names
+        probabilities = {
+            name: round(float(p), 6) for name, p in zip(names, scores.probabilities, strict=True)
+        }
+        best = int(np.argmax(scores.probabilities))
+        threshold = self.model.pet_threshold
+        pet_score = None if scores.pet_score is None else round(scores.pet_score, 6)
+        return Prediction(
+            label=names[best],
+            confidence=probabilities[names[best]],
+            probabilities=probabilities,
+            pet_score=pet_score,
+            # Compared as reported, so a client applying the same threshold to pet_score agrees.
+            is_cat_or_dog=None if pet_score is None or threshold is None else pet_score >= threshold,
+        )
+
+
+def _image_or_raise(outcome: np.ndarray | BaseException) -> np.ndarray:
+    """A decoded image, or the unexpected error its decoding raised (a bug, not a bad file)."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
