@@ -98,12 +98,14 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     install_error_handlers(app)
     app.include_router(router)
     openapi.install_docs(app)
-    # Added last = runs first: every response, even a 413 from the size limit, gets a request id.
+    # Added last = runs first. Outermost, every response gets a request id and an access log line;
+    # then every request is counted and timed, a 413 from the size limit included.
     app.add_middleware(
         BodySizeLimitMiddleware,
         single_limit=settings.max_upload_bytes,
         batch_limit=settings.max_batch_request_bytes,
         default_limit=1024 * 1024,
     )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    metrics.instrument(app)
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,11 +1,21 @@
-"""Prometheus metrics, in a registry per app so several apps (tests) never share counters."""
+"""Prometheus metrics, in a registry per app so several apps (tests) never share counters.
+
+HTTP requests are measured by prometheus-fastapi-instrumentator's middleware (route template,
+status, duration), which reports each request to `ServiceMetrics.request_done`. Its ready-made
+metrics are not used: they label the route `handler` (hard-coded), and the README and dashboards
+use `route` (`catdog_http_requests_total{method, route, status}`). The batcher reports through
+`app.batching.BatcherMetrics`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.metrics import Info
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -55,6 +65,17 @@ class ServiceMetrics:
             "Images refused because the queue was full.",
             registry=self.registry,
         )
+
+    def instrument(self, app: FastAPI) -> None:
+        """Count and time every HTTP request to `app` (adds the instrumentator's middleware)."""
+        instrumentator = Instrumentator(should_group_status_codes=False, registry=self.registry)
+        instrumentator.add(self.request_done).instrument(app)
+
+    def request_done(self, info: Info) -> None:
+        # The instrumentator names requests that match no route "none"; this service says "unmatched".
+        route = "unmatched" if info.modified_handler == "none" else info.modified_handler
+        self.requests.labels(info.method, route, info.modified_status).inc()
+        self.request_latency.labels(route).observe(info.modified_duration)
 
     # The batcher's reports (app.batching.BatcherMetrics).
 

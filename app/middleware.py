@@ -1,4 +1,7 @@
-"""ASGI middleware: request ids, access logs and metrics for every request; request body limits."""
+"""ASGI middleware: request ids and access logs for every request; request body limits.
+
+(Request metrics come from prometheus-fastapi-instrumentator, installed by app/metrics.py.)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import APIError, error_response
 from app.logs import set_request_id
-from app.metrics import ServiceMetrics
 
 access_logger = logging.getLogger("catdog.access")
 
@@ -22,11 +24,10 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 
 class RequestContextMiddleware:
-    """Give each request an id (the client's X-Request-ID if sane), echo it, log and count the request."""
+    """Give each request an id (the client's X-Request-ID if sane), echo it, and log the request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,10 +53,6 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.request_latency.labels(template).observe(elapsed)
             access_logger.info(
                 "request",
                 extra={

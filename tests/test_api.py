@@ -462,6 +462,22 @@ def test_metrics_count_requests_batches_and_latency(client: TestClient) -> None:
     assert 'catdog_http_request_duration_seconds_count{route="/predict"} 2.0' in text
 
 
+def test_metrics_name_the_route_even_before_routing(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_upload_bytes=1000)
+    # Refused by the body-size limit from Content-Length alone, before the router runs.
+    client.post("/predict", content=b"x" * 100_000, headers={"Content-Type": "image/png"})
+    client.get("/nope")
+    client.get("/predict")
+    text = client.get("/metrics").text
+    assert 'catdog_http_requests_total{method="POST",route="/predict",status="413"} 1.0' in text
+    assert 'catdog_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'catdog_http_requests_total{method="GET",route="/predict",status="405"} 1.0' in text
+    assert 'catdog_http_request_duration_seconds_count{route="unmatched"} 1.0' in text
+    # The batcher's own metrics are there before any model call.
+    for name in ("catdog_queue_depth", "catdog_queue_rejected_total", "catdog_batch_size_count"):
+        assert f"{name} 0.0" in text, name
+
+
 def test_swagger_ui_and_openapi_document_file_upload(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200
