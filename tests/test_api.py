@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
 
+from app.logs import json_handler, reset_request_id, set_request_id
 from app.model import effective_pet_threshold
 from app.settings import Settings
 from catdog.contract import ModelMetadata
@@ -476,6 +481,38 @@ def test_metrics_name_the_route_even_before_routing(make_client: Callable[..., T
     # The batcher's own metrics are there before any model call.
     for name in ("catdog_queue_depth", "catdog_queue_rejected_total", "catdog_batch_size_count"):
         assert f"{name} 0.0" in text, name
+
+
+def test_log_lines_are_json_with_request_id_and_extra_fields() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("catdog.test-logs")
+    handler = json_handler(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    token = set_request_id(None)
+    try:
+        logger.info("outside a request")
+        set_request_id("abc-123")
+        try:
+            raise ValueError("broken")
+        except ValueError:
+            logger.exception("hello %s", "there", extra={"batch_size": 3, "model_dir": Path("/models/x")})
+    finally:
+        reset_request_id(token)
+        logger.removeHandler(handler)
+    outside, inside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert "request_id" not in outside
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", inside.pop("time"))
+    assert "ValueError: broken" in inside.pop("exception")
+    assert inside == {
+        "level": "ERROR",
+        "logger": "catdog.test-logs",
+        "message": "hello there",
+        "request_id": "abc-123",
+        "batch_size": 3,
+        "model_dir": "/models/x",
+    }
 
 
 def test_swagger_ui_and_openapi_document_file_upload(client: TestClient) -> None:
