@@ -196,7 +196,7 @@ def test_rerun_replaces_the_previous_model(tmp_path: Path, class_folder_data: Pa
             "needs a pretrained backbone",
         ),
         (["--data-dir", "{data}", "--arch", "efficientnet_lite9"], "unknown EfficientNet-Lite variant"),
-        (["--data-dir", "{data}", "--preset", "accurate", "--fine-tune-epochs", "1"], "not an ensemble"),
+        (["--data-dir", "{data}", "--preset", "ensemble", "--fine-tune-epochs", "1"], "not an ensemble"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(
