@@ -1,10 +1,10 @@
 """Measure one trained model per training preset: the figures `python -m training presets` prints.
 
-    python benchmarks/presets.py --model NAME=DIR [--model NAME=DIR ...]
+    python -m benchmarks.presets --model NAME=DIR [--model NAME=DIR ...]
         [--data-dir ../shared/data/cats_and_dogs_filtered] [--rounds 3] [--seconds 8]
         [--photos 64] [--write training/preset_results.json]
 
-    e.g. python benchmarks/presets.py --model fast=runs/fast --model default=runs/default \\
+    e.g. python -m benchmarks.presets --model fast=runs/fast --model default=runs/default \\
              --model accurate=runs/accurate --write training/preset_results.json
 
 NAME is a preset of training/presets.py (PRESETS), DIR a model exported by `python -m training train`.
@@ -46,14 +46,12 @@ from typing import Any
 
 import numpy as np
 
+from catdog.contract import SAVED_MODEL_FILE
+from catdog.imaging import load_model_input
+from catdog.saved_model import ExportedModel, load_exported_model
+from training.presets import PRESETS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from catdog.contract import SAVED_MODEL_FILE  # noqa: E402
-from catdog.imaging import load_model_input  # noqa: E402
-from catdog.saved_model import ExportedModel, load_exported_model  # noqa: E402
-from training.presets import PRESETS  # noqa: E402
-
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 BATCH = 32
 MAX_PIXELS = 40_000_000  # the service's default limit; validation photos are far below it
@@ -74,6 +72,13 @@ class Measured:
     img_s_batch1: list[float] = field(default_factory=list)
     img_s_batch32: list[float] = field(default_factory=list)
     p50_ms_batch1: list[float] = field(default_factory=list)
+
+
+def invocation() -> list[str]:
+    """The command line that started this run, as recorded with the results."""
+    if __spec__ is not None:  # python -m benchmarks.presets: argv[0] is this file's absolute path
+        return ["python", "-m", __spec__.name, *sys.argv[1:]]
+    return ["python", *sys.argv]
 
 
 def parse_model(text: str) -> tuple[str, Path]:
@@ -312,7 +317,7 @@ def main() -> None:
     if args.write is not None and (unknown := [n for n in names if n not in PRESETS]):
         parser.error(f"--write needs preset names ({', '.join(PRESETS)}), got {unknown}")
 
-    command = shlex.join(["python", *sys.argv])
+    command = shlex.join(invocation())
     paths = validation_photo_paths(args.data_dir, args.photos)
     decoded: dict[int, np.ndarray] = {}
     models: list[Measured] = []

@@ -1,6 +1,8 @@
 """Raw model throughput vs. service throughput at several concurrency levels, with p50/p95 latency.
 
-    python benchmarks/throughput.py [--model-dir model/default] [--requests 200] [--concurrency 1 8 32]
+    python -m benchmarks.throughput [--model-dir model/default] [--requests 200] [--concurrency 1 8 32]
+
+(from the repo root, with the project's venv: `.venv/bin/python -m benchmarks.throughput`).
 
 Raw: the SavedModel's signature on already-decoded batches, in this process (no HTTP, no decoding).
 Service: `python -m app serve` in a subprocess, loaded over loopback by an async HTTP client posting
@@ -21,23 +23,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.model import ServedModel
+from app.settings import Settings
+from catdog.saved_model import load_exported_model
+
+try:
+    from benchmarks.common import free_port, sample_photos, wait_ready
+except ModuleNotFoundError as error:  # started as `python benchmarks/throughput.py`
+    raise SystemExit("run it from the repo root as: python -m benchmarks.throughput") from error
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from app.model import ServedModel  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from catdog.saved_model import load_exported_model  # noqa: E402
-from tests.servers import free_port, wait_ready  # noqa: E402
-
-
-def sample_photos(limit: int = 32) -> list[bytes]:
-    data_dir = Settings().data_dir / "validation"
-    paths = sorted(data_dir.glob("*/*.jpg"))[:: max(1, len(list(data_dir.glob("*/*.jpg"))) // limit)][:limit]
-    if paths:
-        return [p.read_bytes() for p in paths]
-    from tests.images import blue_jpeg, red_png
-
-    return [red_png(), blue_jpeg()]
 
 
 def raw_throughput(model_dir: Path, batch_size: int, seconds: float) -> float:
@@ -84,7 +79,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model-dir", type=Path, default=Settings().model_dir)
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
@@ -113,7 +110,7 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, timeout=120)
-        photos = sample_photos()
+        photos = sample_photos(settings.data_dir)
         print(f"\n{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs raw batch':>13}", end="")
         print(f"  | server means: {'decode':>7} {'queue':>7} {'model':>7} ms {'batch':>6}")
         for concurrency in args.concurrency:
