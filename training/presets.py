@@ -1,7 +1,7 @@
 """Named training recipes, for what a user wants. Command-line flags override any value here.
 
 Measured figures (accuracy, log loss, speed) are not kept here: `python -m training presets`
-prints them from `training/preset_results.json`, which `benchmarks/presets.py` writes.
+prints them from `training/preset_results.json`, which `python -m benchmarks.presets` writes.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def format_presets() -> str:
                 "SavedModel {size_mb:.1f} MB".format(**figures)
             )
         else:
-            lines.append("  measured: not yet (run benchmarks/presets.py)")
+            lines.append("  measured: not yet (run python -m benchmarks.presets)")
     if results.get("command"):
         lines.append(
             f"figures: validation split of {results.get('data', '?')}, {results.get('machine', '?')}; "
