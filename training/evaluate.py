@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from catdog.contract import PROBABILITIES
 from catdog.saved_model import ExportedModel, ModelLoadError, ModelOutputs, load_exported_model
 from training.data import ALL, SPLIT_CHOICES, discover, load_dataset
 from training.errors import ConfigError, TrainingError
@@ -61,7 +62,7 @@ def predict_with_signature(serve: Any, images: np.ndarray, batch_size: int = 64)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = tf.constant(images[start : start + batch_size], dtype=tf.uint8)
-        probabilities = serve(batch)["probabilities"].numpy()
+        probabilities = serve(batch)[PROBABILITIES].numpy()
         outputs.append(np.asarray(probabilities, dtype=np.float64)[:, 1])
     return np.concatenate(outputs) if outputs else np.zeros(0)
 

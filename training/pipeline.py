@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from catdog.contract import PET_SCORE, PROBABILITIES
 from catdog.imaging import load_model_input
 from training.architectures import TRANSFER_ARCHITECTURES
 from training.backbones.packaged import WeightsSource, load_backbone
@@ -154,8 +155,8 @@ def _check_export_matches_features(
     import tensorflow as tf
 
     outputs = serve(tf.constant(images, dtype=tf.uint8))
-    served_p = outputs["probabilities"].numpy()[:, 1]
-    served_pet = outputs["pet_score"].numpy()
+    served_p = outputs[PROBABILITIES].numpy()[:, 1]
+    served_pet = outputs[PET_SCORE].numpy()
     if not (np.allclose(served_p, p_dog, atol=1e-4) and np.allclose(served_pet, pet, atol=1e-4)):
         raise RuntimeError(
             f"exported graph disagrees with the measured features: {served_p} vs {p_dog}, "
@@ -173,7 +174,7 @@ def _reference_photo_rates(serve: Any, size: int, threshold: float) -> dict[str,
         if not photos:
             continue
         pixels = np.stack([load_model_input(data, size, 50_000_000) for data in photos.values()])
-        scores = serve(tf.constant(pixels))["pet_score"].numpy()
+        scores = serve(tf.constant(pixels))[PET_SCORE].numpy()
         found[f"reference_{label}"] = {
             name: round(float(s), 5) for name, s in zip(photos, scores, strict=True)
         }
