@@ -196,6 +196,8 @@ def test_rerun_replaces_the_previous_model(tmp_path: Path, class_folder_data: Pa
             "needs a pretrained backbone",
         ),
         (["--data-dir", "{data}", "--arch", "efficientnet_lite9"], "unknown EfficientNet-Lite variant"),
+        (["--data-dir", "{data}", "--head-c", "0.1,-1"], "--head-c"),
+        (["--data-dir", "{data}", "--ood-quantile", "0.7"], "--ood-quantile"),
         (["--data-dir", "{data}", "--preset", "ensemble", "--fine-tune-epochs", "1"], "not an ensemble"),
     ],
 )

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PositiveFloat, ValidationError, model_validator
 
 from training.errors import ConfigError
 
@@ -47,8 +47,9 @@ class TrainConfig(BaseModel):
     fine_tune_lr: float = Field(1e-5, gt=0, description="learning rate of the fine-tune phase")
     augment: bool = Field(True, description="random flips/crops (and more for scratch models)")
     flip_tta: bool = Field(False, description="export a graph that averages each image with its mirror image")
-    head_c: tuple[float, ...] = Field(
+    head_c: tuple[PositiveFloat, ...] = Field(
         (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+        min_length=1,
         description="pretrained: inverse L2 strengths tried for the logistic head, comma-separated; "
         "the one with the lowest validation log loss is kept",
     )
