@@ -4,22 +4,17 @@ metadata.json records it. The CLI's `train` options are generated from these fie
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PositiveFloat, ValidationError, model_validator
 
 from training.errors import ConfigError
+from training.weights import OFFLINE_ENV, offline_from_env
 
-OFFLINE_ENV = "CATDOG_OFFLINE"
 SCHEDULES = ("cosine", "constant")
 # Set on fields that are not command-line flags (the path arguments are added by hand).
 _NOT_A_FLAG: dict[str, JsonValue] = {"flag": False}
-
-
-def offline_from_env() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 class TrainConfig(BaseModel):

