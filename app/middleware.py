@@ -87,12 +87,20 @@ class BodySizeLimitMiddleware:
             "/predict/batch": batch_limit + _MULTIPART_OVERHEAD,
         }
         self.default_limit = default_limit
+        # The protocols of app/protocols (KServe V2, TF Serving): a batch request, base64 included.
+        self.prefix_limits = {
+            "/v2/models/": batch_limit * 4 // 3 + _MULTIPART_OVERHEAD,
+            "/v1/models/": batch_limit * 4 // 3 + _MULTIPART_OVERHEAD,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"].rstrip("/") or "/", self.default_limit)
+        limit = self.limits.get(scope["path"].rstrip("/") or "/") or next(
+            (size for prefix, size in self.prefix_limits.items() if scope["path"].startswith(prefix)),
+            self.default_limit,
+        )
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             response = error_response(

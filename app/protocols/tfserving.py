@@ -1,0 +1,382 @@
+"""TensorFlow Serving's REST API (`/v1/models/...`), on the /predict service.
+
+- `GET /v1/models/catdog[/versions/1]`: version status (`model_version_status`)
+- `GET /v1/models/catdog[/versions/1]/metadata`: the `serving_default` signature
+- `POST /v1/models/catdog[/versions/1]:predict`: row format `{"instances": [...]}` answers
+  `{"predictions": [...]}`, columnar `{"inputs": ...}` answers `{"outputs": {...}}`
+
+An instance is an encoded image as `{"b64": "..."}` (TF Serving's encoding of binary strings; the input
+is named `image_bytes`, and `{"image_bytes": {"b64": "..."}}` works too) or RGB pixels as a nested
+`[H][W][3]` list of 0..255 integers (input `images`). Every prediction holds `probabilities` (class
+names order), `label`, and for models with a pet head `pet_score` and `is_cat_or_dog`. Errors are
+`{"error": "..."}`. TF Serving numbers versions; this server serves one, version `1`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.protocols.common import (
+    MODEL_NAME,
+    ProtocolError,
+    answer,
+    as_uint8_tensor,
+    body_limit,
+    predict_encoded,
+    probabilities_matrix,
+    read_body,
+    ready_service,
+)
+from app.schemas import BatchPredictionResponse
+from app.service import PredictionService, ServiceState
+
+router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
+
+VERSION = "1"
+SIGNATURE = "serving_default"
+BYTES_INPUT = "image_bytes"
+PIXELS_INPUT = "images"
+
+# --- documentation -----------------------------------------------------------------------------------
+
+
+class ProtocolErrorBody(BaseModel):
+    error: str = Field(examples=["Servable not found for request: Latest(resnet)"])
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"instances": [{"b64": "<base64 JPEG>"}, {"b64": "<base64 PNG>"}]},
+                {"signature_name": "serving_default", "inputs": {"image_bytes": [{"b64": "<base64 JPEG>"}]}},
+                {"instances": [[[[200, 30, 30], [190, 40, 35]], [[210, 25, 30], [205, 28, 33]]]]},
+            ]
+        },
+    )
+    signature_name: str | None = Field(None, description="Only `serving_default` (or absent)")
+    instances: list[Any] | None = Field(None, description="Row format: one entry per image")
+    inputs: Any = Field(None, description="Columnar format: the images, or {input name: images}")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [
+                        {
+                            "probabilities": [0.999991, 9e-06],
+                            "label": "cat",
+                            "pet_score": 0.37752,
+                            "is_cat_or_dog": True,
+                        }
+                    ]
+                },
+                {"outputs": {"probabilities": [[0.02, 0.98]], "label": ["dog"]}},
+            ]
+        },
+    )
+    predictions: list[dict[str, Any]] | None = Field(None, description="Answer to the row format")
+    outputs: dict[str, list[Any]] | None = Field(None, description="Answer to the columnar format")
+
+
+class ModelVersionStatus(BaseModel):
+    version: str = Field(examples=[VERSION])
+    state: str = Field(examples=["AVAILABLE"])
+    status: dict[str, str] = Field(examples=[{"error_code": "OK", "error_message": ""}])
+
+
+class ModelStatusResponse(BaseModel):
+    model_version_status: list[ModelVersionStatus]
+
+
+class ModelMetadataResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_spec: dict[str, Any] = Field(
+        examples=[{"name": MODEL_NAME, "signature_name": "", "version": VERSION}]
+    )
+    metadata: dict[str, Any]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request: bad JSON, instances, base64 or image",
+        404: "No such model or version",
+        413: "Too many images, or an image over the byte or pixel limit",
+        415: "Unsupported Content-Encoding",
+        503: "Model not ready, or the queue is full; see Retry-After",
+    }
+    return {code: {"model": ProtocolErrorBody, "description": text[code]} for code in codes}
+
+
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string"},
+                        "instances": {"type": "array", "items": {}},
+                        "inputs": {},
+                    },
+                },
+                "examples": {
+                    "row": {"value": {"instances": [{"b64": "<base64 JPEG>"}]}},
+                    "columnar": {"value": {"inputs": {"image_bytes": [{"b64": "<base64 JPEG>"}]}}},
+                    "pixels": {
+                        "value": {
+                            "instances": [[[[200, 30, 30], [190, 40, 35]], [[210, 25, 30], [205, 28, 33]]]]
+                        }
+                    },
+                },
+            }
+        },
+    }
+}
+
+NameParam = Annotated[str, Path(description="Model name", examples=[MODEL_NAME])]
+VersionParam = Annotated[
+    str, Path(description="Model version: this server serves version 1", examples=[VERSION])
+]
+
+# --- routes --------------------------------------------------------------------------------------------
+
+
+def _check(name: str, version: str | None) -> None:
+    """TF Serving's 404 for a model or version it does not serve."""
+    if name != MODEL_NAME or (version is not None and version != VERSION):
+        wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+        raise ProtocolError(404, f"Servable not found for request: {wanted}")
+
+
+async def _status(request: Request, name: str, version: str | None) -> Response:
+    _check(name, version)
+    state: ServiceState = request.app.state.service
+    available = state.ready
+    return JSONResponse(
+        {
+            "model_version_status": [
+                {
+                    "version": VERSION,
+                    "state": "AVAILABLE" if available else "LOADING",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
+    )
+
+
+def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
+    return {
+        "dtype": dtype,
+        "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in dims], "unknown_rank": False},
+        "name": name,
+    }
+
+
+async def _metadata(request: Request, name: str, version: str | None) -> Response:
+    _check(name, version)
+    service = ready_service(request)
+    model = service.model
+    outputs = {
+        "probabilities": _tensor("DT_FLOAT", [-1, len(model.class_names)], "probabilities"),
+        "label": _tensor("DT_STRING", [-1], "label"),
+    }
+    if model.has_pet_score:
+        outputs["pet_score"] = _tensor("DT_FLOAT", [-1], "pet_score")
+        outputs["is_cat_or_dog"] = _tensor("DT_BOOL", [-1], "is_cat_or_dog")
+    signature = {
+        # Either input, not both: encoded images, or pixels the caller decoded.
+        "inputs": {
+            BYTES_INPUT: _tensor("DT_STRING", [-1], BYTES_INPUT),
+            PIXELS_INPUT: _tensor("DT_UINT8", [-1, -1, -1, 3], PIXELS_INPUT),
+        },
+        "outputs": outputs,
+        "method_name": "tensorflow/serving/predict",
+    }
+    return JSONResponse(
+        {
+            "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": VERSION},
+            "metadata": {
+                "signature_def": {"signature_def": {SIGNATURE: signature}},
+                "catdog": {"model_version": model.version, "class_names": model.class_names},
+            },
+        }
+    )
+
+
+_STATUS_DOC: dict[str, Any] = {
+    "summary": "Model version status",
+    "response_model": ModelStatusResponse,
+    "responses": _errors(404),
+}
+_METADATA_DOC: dict[str, Any] = {
+    "summary": "Model metadata: the serving_default signature",
+    "response_model": ModelMetadataResponse,
+    "responses": _errors(404, 503),
+}
+_PREDICT_DOC: dict[str, Any] = {
+    "summary": "Classify images: row ({instances}) or columnar ({inputs}) format",
+    "response_model": PredictResponse,
+    "response_model_exclude_none": True,
+    "responses": _errors(400, 404, 413, 415, 503),
+    "openapi_extra": _PREDICT_BODY,
+}
+
+
+@router.get("/{name}", **_STATUS_DOC)
+async def model_status(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _status(request, name, None))
+
+
+@router.get("/{name}/versions/{version}", **_STATUS_DOC)
+async def model_version_status(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _status(request, name, version))
+
+
+@router.get("/{name}/metadata", **_METADATA_DOC)
+async def model_metadata(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _metadata(request, name, None))
+
+
+@router.get("/{name}/versions/{version}/metadata", **_METADATA_DOC)
+async def model_version_metadata(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _metadata(request, name, version))
+
+
+@router.post("/{name}:predict", **_PREDICT_DOC)
+async def predict(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _predict(request, name, None))
+
+
+@router.post("/{name}/versions/{version}:predict", **_PREDICT_DOC)
+async def predict_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _predict(request, name, version))
+
+
+# --- predict ---------------------------------------------------------------------------------------------
+
+
+async def _predict(request: Request, name: str, version: str | None) -> Response:
+    started = time.perf_counter()
+    _check(name, version)
+    service = ready_service(request)
+    body = await read_body(request, body_limit(service))
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(400, f"JSON Parse error: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ProtocolError(400, "the request body must be a JSON object with 'instances' or 'inputs'")
+    signature = document.get("signature_name")
+    if signature not in (None, "", SIGNATURE):
+        raise ProtocolError(400, f'Serving signature name: "{signature}" not found in signature def')
+    row = "instances" in document
+    if row == ("inputs" in document):
+        raise ProtocolError(
+            400, "the request must have exactly one of 'instances' (row) or 'inputs' (columnar)"
+        )
+    if row:
+        values = document["instances"]
+        if not isinstance(values, list):
+            raise ProtocolError(400, "'instances' must be a list, one entry per image")
+        values = [_unwrap_named(value, f"instances[{index}]") for index, value in enumerate(values)]
+    else:
+        values = _columnar_images(document["inputs"])
+    result = await _classify(service, values, started)
+    return _answer(service, result, row)
+
+
+def _unwrap_named(value: Any, where: str) -> Any:
+    """`{"image_bytes": x}` or `{"images": x}` -> x; `{"b64": ...}` and pixel lists stay as they are."""
+    if isinstance(value, dict) and "b64" not in value:
+        if len(value) != 1 or next(iter(value)) not in (BYTES_INPUT, PIXELS_INPUT):
+            raise ProtocolError(
+                400,
+                f"{where}: expected one named input, '{BYTES_INPUT}' or '{PIXELS_INPUT}', "
+                f"got {sorted(value)}",
+            )
+        return next(iter(value.values()))
+    return value
+
+
+def _columnar_images(inputs: Any) -> list[Any]:
+    if isinstance(inputs, dict) and "b64" not in inputs:
+        inputs = _unwrap_named(inputs, "inputs")
+    if isinstance(inputs, dict):  # one {"b64": ...}: a single image
+        return [inputs]
+    if not isinstance(inputs, list):
+        raise ProtocolError(400, "'inputs' must be the images (a list) or {input name: images}")
+    if inputs and all(isinstance(value, list) for value in inputs) and _depth(inputs) == 3:
+        return [inputs]  # a single [H][W][3] image
+    return inputs
+
+
+def _depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list) and value:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+async def _classify(service: PredictionService, values: list[Any], started: float) -> BatchPredictionResponse:
+    if not values:
+        raise ProtocolError(400, "no images: 'instances' or 'inputs' is empty")
+    encoded = [isinstance(value, dict) for value in values]
+    if all(encoded):
+        return await predict_encoded(
+            service, [_b64(value, index) for index, value in enumerate(values)], started, "instances"
+        )
+    if any(encoded):
+        raise ProtocolError(400, 'mixed instances: send either encoded images ({"b64": ...}) or pixel arrays')
+    if any(isinstance(value, str) for value in values):
+        raise ProtocolError(400, f'\'{BYTES_INPUT}\' values are binary: encode each as {{"b64": "..."}}')
+    pixels = as_uint8_tensor(values, "pixel instances")
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ProtocolError(
+            400,
+            "pixel instances must each be [height][width][3] and all the same size, "
+            f"got shape {list(pixels.shape)}",
+        )
+    return await service.predict_arrays(pixels, started)
+
+
+def _b64(value: dict[str, Any], index: int) -> bytes:
+    encoded = value.get("b64")
+    if len(value) != 1 or not isinstance(encoded, str):
+        raise ProtocolError(400, f'image {index}: expected {{"b64": "<base64>"}}, got keys {sorted(value)}')
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(400, f"image {index}: invalid base64: {exc}") from exc
+
+
+def _answer(service: PredictionService, result: BatchPredictionResponse, row: bool) -> Response:
+    classes = service.model.class_names
+    matrix = probabilities_matrix(result, classes)
+    columns: dict[str, list[Any]] = {
+        "probabilities": matrix,
+        "label": [item.label for item in result.predictions],
+    }
+    if service.model.has_pet_score:
+        columns["pet_score"] = [item.pet_score for item in result.predictions]
+        columns["is_cat_or_dog"] = [item.is_cat_or_dog for item in result.predictions]
+    if not row:
+        return JSONResponse({"outputs": columns})
+    predictions = [
+        {name: column[index] for name, column in columns.items()} for index in range(len(result.predictions))
+    ]
+    return JSONResponse({"predictions": predictions})

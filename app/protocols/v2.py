@@ -1,0 +1,553 @@
+"""KServe's Open Inference Protocol (V2, Triton's HTTP/REST protocol), on the /predict service.
+
+Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
+`.../ready`, and `POST .../infer`. One model, `catdog`; its version is the served model's version.
+
+Inputs (one per request):
+- `image`, BYTES, shape [N] (or any shape of N elements): encoded images (JPEG, PNG, ...). In JSON
+  each element is the image's base64; with the binary-data extension each element is the raw bytes,
+  serialized as Triton does (4-byte little-endian length, then the bytes).
+- `pixels`, UINT8, shape [N, H, W, 3]: RGB pixels the caller decoded itself, any H and W (squashed to
+  the model's input size like decoded uploads); JSON data flat or nested, row-major.
+
+Outputs: `probabilities` FP32 [N, C] (C = class names, metadata order), `label` BYTES [N], and for
+models with a pet head `pet_score` FP32 [N] and `is_cat_or_dog` BOOL [N]. Each is JSON `data`, or
+binary (the output's `binary_data` parameter, or the request's `binary_data_output`), in which case
+the response is the JSON header (its length in `Inference-Header-Content-Length`) followed by the
+outputs' bytes in order, as tritonclient expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from app.protocols.common import (
+    MODEL_NAME,
+    ProtocolError,
+    answer,
+    as_uint8_tensor,
+    body_limit,
+    check_model,
+    inline_schema,
+    predict_encoded,
+    probabilities_matrix,
+    read_body,
+    ready_service,
+)
+from app.schemas import BatchPredictionResponse
+from app.service import PredictionService, ServiceState
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BYTES_INPUT = "image"
+PIXELS_INPUT = "pixels"
+EXTENSIONS = ["binary_tensor_data"]
+
+# --- the protocol's JSON objects (for validation and the OpenAPI document) -----------------------
+
+
+class InferParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    binary_data_size: int | None = Field(
+        None, ge=0, description="Binary-data extension: bytes after the JSON"
+    )
+    binary_data: bool | None = Field(None, description="Binary-data extension: answer this output in binary")
+    binary_data_output: bool | None = Field(None, description="Binary-data extension: every output in binary")
+
+
+class RequestInput(BaseModel):
+    name: str = Field(description="`image` (BYTES) or `pixels` (UINT8)", examples=["image"])
+    shape: list[Annotated[int, Field(ge=0)]] = Field(examples=[[1]])
+    datatype: str = Field(examples=["BYTES"])
+    parameters: InferParameters | None = None
+    data: JsonValue = Field(
+        None, description="Row-major, flat or nested; absent when the tensor is sent as binary data"
+    )
+
+
+class RequestOutput(BaseModel):
+    name: str = Field(examples=["label"])
+    parameters: InferParameters | None = None
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["<base64 JPEG>"]}
+                    ],
+                },
+                {
+                    "inputs": [
+                        {
+                            "name": "pixels",
+                            "shape": [1, 2, 2, 3],
+                            "datatype": "UINT8",
+                            "data": [200, 30, 30, 200, 30, 30, 190, 40, 35, 210, 25, 30],
+                        }
+                    ],
+                    "outputs": [{"name": "label"}],
+                },
+            ]
+        }
+    )
+    id: str | None = None
+    parameters: InferParameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "catdog",
+                    "model_version": "efficientnet_lite2-20261125-9950a398",
+                    "id": "42",
+                    "outputs": [
+                        {"name": "probabilities", "shape": [1, 2], "datatype": "FP32", "data": [0.99, 0.01]},
+                        {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["cat"]},
+                        {"name": "pet_score", "shape": [1], "datatype": "FP32", "data": [0.38]},
+                        {"name": "is_cat_or_dog", "shape": [1], "datatype": "BOOL", "data": [True]},
+                    ],
+                }
+            ]
+        }
+    )
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str = Field(examples=["catdog"])
+    versions: list[str] = Field(examples=[["efficientnet_lite2-20261125-9950a398"]])
+    platform: str = Field(examples=["tensorflow_savedmodel"])
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadataResponse(BaseModel):
+    name: str = Field(examples=["catdog"])
+    version: str = Field(examples=["1.0.0"])
+    extensions: list[str] = Field(examples=[EXTENSIONS])
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ProtocolErrorBody(BaseModel):
+    error: str = Field(examples=["model not found: 'resnet' (this server serves 'catdog')"])
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request: bad JSON, tensor, shape, base64 or image",
+        404: "No such model or version",
+        413: "Too many images, or an image over the byte or pixel limit",
+        415: "Unsupported Content-Encoding",
+        503: "Model not ready, or the queue is full; see Retry-After",
+    }
+    return {code: {"model": ProtocolErrorBody, "description": text[code]} for code in codes}
+
+
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request (JSON). With the binary-data extension the body is this "
+        "JSON, its length in the `Inference-Header-Content-Length` header, followed by the tensors' "
+        "bytes.",
+        "content": {
+            "application/json": {
+                "schema": inline_schema(InferRequest),
+                "example": InferRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+            }
+        },
+    }
+}
+
+# --- health and metadata ---------------------------------------------------------------------------
+
+NameParam = Annotated[str, Path(description="Model name", examples=[MODEL_NAME])]
+VersionParam = Annotated[str, Path(description="Model version (the served model's version)")]
+
+
+@router.get("", summary="Server metadata", response_model=ServerMetadataResponse)
+async def server_metadata(request: Request) -> ServerMetadataResponse:
+    return ServerMetadataResponse(name=MODEL_NAME, version=request.app.version, extensions=EXTENSIONS)
+
+
+@router.get("/health/live", summary="Server liveness", response_model=Live)
+async def live() -> Live:
+    return Live(live=True)
+
+
+@router.get(
+    "/health/ready",
+    summary="Server readiness: 200 once the model is loaded and warmed up, else 503",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "Not ready yet, or shutting down"}},
+)
+async def ready(request: Request) -> Response:
+    state: ServiceState = request.app.state.service
+    if state.ready:
+        return JSONResponse({"ready": True})
+    retry = {"Retry-After": str(state.settings.retry_after_seconds)}
+    return JSONResponse({"ready": False}, status_code=503, headers=retry)
+
+
+def _model_metadata(service: PredictionService) -> ModelMetadataResponse:
+    model = service.model
+    outputs = [
+        TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(model.class_names)]),
+        TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
+    ]
+    if model.has_pet_score:
+        outputs += [
+            TensorMetadata(name="pet_score", datatype="FP32", shape=[-1]),
+            TensorMetadata(name="is_cat_or_dog", datatype="BOOL", shape=[-1]),
+        ]
+    return ModelMetadataResponse(
+        name=MODEL_NAME,
+        versions=[model.version],
+        platform="tensorflow_savedmodel",
+        inputs=[
+            TensorMetadata(name=BYTES_INPUT, datatype="BYTES", shape=[-1]),
+            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, -1, -1, 3]),
+        ],
+        outputs=outputs,
+    )
+
+
+async def _metadata(request: Request, name: str, version: str | None) -> Response:
+    service = ready_service(request)
+    check_model(name, version, service.model.version, "model")
+    return JSONResponse(_model_metadata(service).model_dump())
+
+
+async def _model_ready(request: Request, name: str, version: str | None) -> Response:
+    service = ready_service(request)
+    check_model(name, version, service.model.version, "model")
+    return JSONResponse({"name": name, "ready": True})
+
+
+_METADATA_DOC: dict[str, Any] = {
+    "summary": "Model metadata: inputs, outputs, versions",
+    "response_model": ModelMetadataResponse,
+    "responses": _errors(404, 503),
+}
+_READY_DOC: dict[str, Any] = {
+    "summary": "Model readiness",
+    "response_model": ModelReady,
+    "responses": _errors(404, 503),
+}
+_INFER_DOC: dict[str, Any] = {
+    "summary": "Classify images: BYTES (encoded) or UINT8 [N,H,W,3] (pixels) input",
+    "response_model": InferResponse,
+    "responses": _errors(400, 404, 413, 415, 503),
+    "openapi_extra": _INFER_BODY,
+}
+
+
+@router.get("/models/{name}", **_METADATA_DOC)
+async def model_metadata(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _metadata(request, name, None))
+
+
+@router.get("/models/{name}/versions/{version}", **_METADATA_DOC)
+async def model_version_metadata(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _metadata(request, name, version))
+
+
+@router.get("/models/{name}/ready", **_READY_DOC)
+async def model_ready(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _model_ready(request, name, None))
+
+
+@router.get("/models/{name}/versions/{version}/ready", **_READY_DOC)
+async def model_version_ready(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _model_ready(request, name, version))
+
+
+@router.post("/models/{name}/infer", **_INFER_DOC)
+async def infer(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _infer(request, name, None))
+
+
+@router.post("/models/{name}/versions/{version}/infer", **_INFER_DOC)
+async def infer_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _infer(request, name, version))
+
+
+# --- inference -------------------------------------------------------------------------------------
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    started = time.perf_counter()
+    service = ready_service(request)
+    check_model(name, version, service.model.version, "model")
+    body = await read_body(request, body_limit(service))
+    header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+    try:
+        document = InferRequest.model_validate_json(header)
+    except ValidationError as exc:
+        raise ProtocolError(400, f"invalid inference request: {_first_problem(exc)}") from exc
+    if len(document.inputs) != 1:
+        raise ProtocolError(
+            400,
+            f"expected exactly one input ('{BYTES_INPUT}' or '{PIXELS_INPUT}'), got {len(document.inputs)}",
+        )
+    wanted = _requested_outputs(document, service)
+    tensor = document.inputs[0]
+    raw = _binary_part(tensor, binary)
+    if tensor.name == BYTES_INPUT:
+        images = _bytes_elements(tensor, raw)
+        result = await predict_encoded(service, images, started, BYTES_INPUT)
+    elif tensor.name == PIXELS_INPUT:
+        pixels = _pixels(tensor, raw)
+        result = await service.predict_arrays(pixels, started)
+    else:
+        raise ProtocolError(
+            400,
+            f"unknown input '{tensor.name}': this model takes '{BYTES_INPUT}' (BYTES, encoded images) "
+            f"or '{PIXELS_INPUT}' (UINT8 [N, H, W, 3])",
+        )
+    return _response(document, service, result, wanted)
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise ProtocolError(
+            400, f"{HEADER_LENGTH} is '{header_length}': expected 0..{len(body)} (the body's length)"
+        )
+    return body[:length], body[length:]
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "body"
+    return f"{where}: {error.get('msg', '')}"
+
+
+def _expected_size(tensor: RequestInput) -> int:
+    return math.prod(tensor.shape)
+
+
+def _binary_part(tensor: RequestInput, binary: bytes) -> bytes | None:
+    size = tensor.parameters.binary_data_size if tensor.parameters else None
+    if size is None:
+        if binary:
+            raise ProtocolError(
+                400, f"{len(binary)} bytes of binary data follow the JSON, but no input claims them"
+            )
+        if tensor.data is None:
+            raise ProtocolError(400, f"input '{tensor.name}' has neither 'data' nor binary data")
+        return None
+    if size != len(binary):
+        raise ProtocolError(
+            400,
+            f"input '{tensor.name}' declares binary_data_size {size}, "
+            f"but {len(binary)} bytes follow the JSON",
+        )
+    return binary
+
+
+def _flatten(values: JsonValue) -> list[Any]:
+    if isinstance(values, list):
+        return [item for value in values for item in _flatten(value)]
+    return [values]
+
+
+def _bytes_elements(tensor: RequestInput, raw: bytes | None) -> list[bytes]:
+    if tensor.datatype != "BYTES":
+        raise ProtocolError(
+            400, f"input '{BYTES_INPUT}' must be BYTES (encoded images), not {tensor.datatype}"
+        )
+    if raw is not None:
+        elements = _deserialize_bytes(raw)
+    else:
+        elements = []
+        for index, value in enumerate(_flatten(tensor.data)):
+            if not isinstance(value, str):
+                raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} must be a base64 string")
+            try:
+                elements.append(base64.b64decode(value, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise ProtocolError(
+                    400, f"input '{BYTES_INPUT}' element {index} is not valid base64: {exc}"
+                ) from exc
+    if len(elements) != _expected_size(tensor):
+        raise ProtocolError(
+            400, f"input '{BYTES_INPUT}' has shape {tensor.shape} but holds {len(elements)} elements"
+        )
+    return elements
+
+
+def _deserialize_bytes(raw: bytes) -> list[bytes]:
+    """Triton's BYTES serialization: each element a 4-byte little-endian length, then its bytes."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ProtocolError(400, "BYTES binary data is truncated inside an element's length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise ProtocolError(
+                400, f"BYTES binary data is truncated: an element of {length} bytes does not fit"
+            )
+        elements.append(raw[offset : offset + length])
+        offset += length
+    return elements
+
+
+def _pixels(tensor: RequestInput, raw: bytes | None) -> np.ndarray:
+    if tensor.datatype != "UINT8":
+        raise ProtocolError(400, f"input '{PIXELS_INPUT}' must be UINT8, not {tensor.datatype}")
+    if len(tensor.shape) != 4 or tensor.shape[3] != 3 or 0 in tensor.shape:
+        raise ProtocolError(400, f"input '{PIXELS_INPUT}' must have shape [N, H, W, 3], got {tensor.shape}")
+    expected = _expected_size(tensor)
+    if raw is not None:
+        values = np.frombuffer(raw, dtype=np.uint8)
+    else:
+        values = as_uint8_tensor(tensor.data, f"input '{PIXELS_INPUT}'").reshape(-1)
+    if values.size != expected:
+        raise ProtocolError(
+            400,
+            f"input '{PIXELS_INPUT}' has shape {tensor.shape} ({expected} values) but holds {values.size}",
+        )
+    return values.reshape(tensor.shape)
+
+
+def _available_outputs(service: PredictionService) -> list[str]:
+    names = ["probabilities", "label"]
+    return [*names, "pet_score", "is_cat_or_dog"] if service.model.has_pet_score else names
+
+
+def _requested_outputs(document: InferRequest, service: PredictionService) -> list[tuple[str, bool]]:
+    """(output name, binary?) in the order to answer them."""
+    everything = bool(document.parameters and document.parameters.binary_data_output)
+    available = _available_outputs(service)
+    if document.outputs is None:
+        return [(name, everything) for name in available]
+    wanted = []
+    for output in document.outputs:
+        if output.name not in available:
+            raise ProtocolError(400, f"unknown output '{output.name}': this model has {', '.join(available)}")
+        binary = (
+            output.parameters.binary_data
+            if output.parameters and output.parameters.binary_data is not None
+            else everything
+        )
+        wanted.append((output.name, binary))
+    return wanted
+
+
+def _response(
+    document: InferRequest,
+    service: PredictionService,
+    result: BatchPredictionResponse,
+    wanted: list[tuple[str, bool]],
+) -> Response:
+    items = result.predictions
+    count = len(items)
+    classes = service.model.class_names
+    tensors: dict[str, tuple[str, list[int], np.ndarray | list[bytes]]] = {
+        "probabilities": (
+            "FP32",
+            [count, len(classes)],
+            np.asarray(probabilities_matrix(result, classes), dtype="<f4"),
+        ),
+        "label": ("BYTES", [count], [item.label.encode() for item in items]),
+        "pet_score": ("FP32", [count], np.asarray([item.pet_score or 0.0 for item in items], dtype="<f4")),
+        "is_cat_or_dog": (
+            "BOOL",
+            [count],
+            np.asarray([bool(item.is_cat_or_dog) for item in items], dtype=np.bool_),
+        ),
+    }
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in wanted:
+        datatype, shape, value = tensors[name]
+        output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        if binary:
+            blob = (
+                b"".join(struct.pack("<I", len(element)) + element for element in value)
+                if isinstance(value, list)
+                else value.tobytes()
+            )
+            output["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif isinstance(value, list):
+            output["data"] = [element.decode() for element in value]
+        else:
+            output["data"] = (
+                value.reshape(-1).tolist() if datatype != "FP32" else _floats(name, result, classes)
+            )
+        outputs.append(output)
+    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": service.model.version}
+    if document.id is not None:
+        payload["id"] = document.id
+    payload["outputs"] = outputs
+    header = json.dumps(payload, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
+def _floats(name: str, result: BatchPredictionResponse, classes: list[str]) -> list[float]:
+    """FP32 outputs in JSON: the values as the service rounded them (6 decimals), not float32 noise."""
+    if name == "probabilities":
+        return [value for row in probabilities_matrix(result, classes) for value in row]
+    return [item.pet_score or 0.0 for item in result.predictions]
