@@ -124,3 +124,29 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 @pytest.fixture
 def pet_client(make_client: Callable[..., TestClient], tiny_pet_model_dir: Path) -> TestClient:
     return make_client(model_dir=tiny_pet_model_dir)
+
+
+DEFAULT_MODEL_DIR = REPO_ROOT / "model" / "default"
+
+
+@pytest.fixture(scope="session")
+def default_server() -> Iterator[str]:
+    """The committed default model served by a real uvicorn on a loopback port, once per session
+    (loading it takes ~10 s and ~1 GB): for tests that need real answers on real photos."""
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.servers import uvicorn_in_thread
+
+    settings = Settings(model_dir=DEFAULT_MODEL_DIR, auto_train=False)
+    with uvicorn_in_thread(create_app(settings), timeout=180) as base_url:
+        yield base_url
+
+
+def real_photos(per_class: int = 2) -> list[tuple[Path, str]]:
+    """(path, true label) of `per_class` validation photos of each class, spread over the folder."""
+    photos = []
+    for folder, label in (("cats", "cat"), ("dogs", "dog")):
+        paths = sorted((DATA_DIR / "validation" / folder).glob("*.jpg"))
+        assert paths, f"no validation photos in {DATA_DIR / 'validation' / folder}"
+        photos += [(path, label) for path in paths[:: max(1, len(paths) // per_class)][:per_class]]
+    return photos
