@@ -1,4 +1,16 @@
-"""`python -m app serve`: make sure a model exists (training one if needed), then serve it."""
+"""`python -m app serve`: make sure a model exists (training one if needed), then serve it.
+
+Every startup failure ends the command with one line on stderr (`catdog: ...`, also logged) and an
+exit code that says which kind it was:
+
+  2  invalid settings or arguments (CATDOG_* variables, flags), or no usable model: missing (and
+     none can be trained) or a broken export (metadata.json, saved_model.pb, variables), found
+     before any client can connect
+  4  the address cannot be listened on (port in use, not permitted); checked before the model loads
+  1  anything else unexpected during startup
+(3 is uvicorn's own code for a failed application startup; the checks above run first so that it
+does not happen.)
+"""
 
 from __future__ import annotations
 
@@ -7,28 +19,63 @@ import logging
 import sys
 from pathlib import Path
 
-import uvicorn
+import numpy as np
 from pydantic import ValidationError
 
 from app.bootstrap import BootstrapError, ensure_model
 from app.logs import configure_logging
 from app.main import create_app, load_model
+from app.server import PortUnavailableError, bind_socket, return_freed_memory_to_the_os, serve
 from app.settings import Settings
-from catdog.saved_model import ModelLoadError
+from catdog.saved_model import ExportedModel, ModelLoadError
 
 logger = logging.getLogger("catdog")
+
+EXIT_SETTINGS = 2
+EXIT_MODEL = 2
+EXIT_PORT = 4
+EXIT_UNEXPECTED = 1
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each bad CATDOG_* variable; cross-field checks name theirs in the message."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"CATDOG_{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def check_model(exported: ExportedModel) -> None:
+    """Run one blank image through the export: truncated variables fail here, not in the first request."""
+    try:
+        size = exported.image_size
+        exported.predict(np.zeros((1, size, size, 3), dtype=np.uint8))
+    except Exception as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ModelLoadError(
+            f"the SavedModel at {exported.model_dir} fails on a test image: {detail}"
+        ) from exc
+
+
+def fail(code: int, message: str) -> int:
+    message = " ".join(message.split())  # one line, even where TensorFlow's message has several
+    logger.error(message, extra={"exit_code": code})
+    print(f"catdog: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="catdog image classification service")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the model over HTTP (settings: CATDOG_* env variables)")
-    serve.add_argument("--host", help="bind address (CATDOG_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (CATDOG_PORT, default 8000)")
-    serve.add_argument("--model-dir", type=Path, help="exported model (CATDOG_MODEL_DIR)")
-    serve.add_argument("--data-dir", type=Path, help="photos to train from if no model (CATDOG_DATA_DIR)")
-    serve.add_argument("--no-auto-train", action="store_true", help="fail instead of training a model")
-    args = parser.parse_args(argv)
+    serve_cmd = sub.add_parser("serve", help="serve the model over HTTP (settings: CATDOG_* env variables)")
+    serve_cmd.add_argument("--host", help="bind address (CATDOG_HOST, default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port (CATDOG_PORT, default 8000)")
+    serve_cmd.add_argument("--model-dir", type=Path, help="exported model (CATDOG_MODEL_DIR)")
+    serve_cmd.add_argument("--data-dir", type=Path, help="photos to train from if no model (CATDOG_DATA_DIR)")
+    serve_cmd.add_argument("--no-auto-train", action="store_true", help="fail instead of training a model")
+    args = parser.parse_args(argv)  # bad flags: argparse's usage line and exit code 2
 
     overrides = {
         "host": args.host,
@@ -40,30 +87,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"CATDOG_{'_'.join(str(part) for part in error['loc']).upper() or '?'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        print(f"catdog: invalid settings: {problems}", file=sys.stderr)
-        return 2
+        print(f"catdog: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return EXIT_SETTINGS
     configure_logging(settings.log_level)
+    return_freed_memory_to_the_os()
     try:
-        ensure_model(settings)
-        # Loaded here rather than in the app's lifespan: a broken export ends the command with one
-        # line and exit code 2 before a port is bound, not with a traceback from inside uvicorn.
-        model = load_model(settings)
-        uvicorn.run(
-            create_app(settings, model),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # keep our JSON logging
-            timeout_graceful_shutdown=30,
-        )
-    except (BootstrapError, ModelLoadError) as exc:
-        message = " ".join(str(exc).split())  # one line, even where TensorFlow's message has several
-        logger.error(message)
-        print(f"catdog: {message}", file=sys.stderr)
-        return 2
+        # The port first: finding it busy takes a millisecond; the model takes seconds to load.
+        sock = bind_socket(settings.host, settings.port)
+    except PortUnavailableError as exc:
+        return fail(EXIT_PORT, str(exc))
+    try:
+        try:
+            ensure_model(settings)
+            # Loaded here rather than in the app's lifespan: a broken export ends the command with one
+            # line before a client can connect, not with a traceback from inside uvicorn.
+            model = load_model(settings)
+            check_model(model)
+        except (BootstrapError, ModelLoadError) as exc:
+            return fail(EXIT_MODEL, str(exc))
+        except Exception as exc:
+            return fail(EXIT_UNEXPECTED, f"unexpected startup error: {type(exc).__name__}: {exc}")
+        serve(create_app(settings, model), settings, sock)
+    finally:
+        sock.close()
     return 0
 
 

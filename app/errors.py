@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.logs import current_request_id
 
@@ -50,6 +51,10 @@ def error_response(
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
+# nginx's convention for "the client closed the connection before the answer": what the access log
+# and the request metrics record for an abandoned upload. Nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
+
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
@@ -70,6 +75,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_disconnect(request: Request, _: ClientDisconnect) -> Response:
+        # Not a server error: one INFO line, status 499 in the access log and the metrics.
+        logger.info(
+            "client disconnected before the request was read",
+            extra={"method": request.method, "path": request.url.path},
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import openapi
+from app.admission import AdmissionController, AdmissionMiddleware
 from app.batching import DynamicBatcher
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
@@ -103,6 +104,14 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     openapi.install_docs(app)
     # Added last = runs first. Outermost, every response gets a request id and an access log line;
     # then every request is counted and timed, a 413 from the size limit included.
+    # Innermost: admission control and the body read deadline for POSTs (app/admission.py).
+    app.state.admission = AdmissionController(settings.max_in_flight, metrics.registry)
+    app.add_middleware(
+        AdmissionMiddleware,
+        controller=app.state.admission,
+        body_timeout_s=settings.body_timeout_seconds,
+        retry_after_s=settings.retry_after_seconds,
+    )
     app.add_middleware(
         BodySizeLimitMiddleware,
         single_limit=settings.max_upload_bytes,

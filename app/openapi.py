@@ -73,7 +73,7 @@ _BATCH_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": _FILE_SCHEMA}},
+                    "properties": {"files": {"type": "array", "items": _FILE_SCHEMA, "minItems": 1}},
                 }
             }
         },
@@ -136,6 +136,17 @@ READYZ: dict[str, Any] = {
     "responses": {503: {"model": ErrorResponse, "description": "Not ready"}},
     "tags": ["operations"],
     "summary": "Readiness: model loaded, warmed up, batcher running",
+}
+# HEAD answers what GET would, headers only (load balancers and uptime checks use it).
+HEAD_HEALTHZ: dict[str, Any] = {
+    **HEALTHZ,
+    "summary": "Liveness (headers only)",
+    "operation_id": "healthz_head",
+}
+HEAD_READYZ: dict[str, Any] = {
+    **READYZ,
+    "summary": "Readiness (headers only): 200 or 503",
+    "operation_id": "readyz_head",
 }
 METADATA: dict[str, Any] = {
     "tags": ["operations"],

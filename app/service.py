@@ -2,8 +2,10 @@
 
 Every image goes the same way, for /predict and /predict/batch alike:
 
-  decode   bytes -> uint8 RGB array in a worker thread (catdog.imaging, the pipeline training uses);
-           a bad image is a 400 or 413 naming the file
+  decode   bytes -> uint8 RGB array in a worker thread (catdog.imaging, the pipeline training uses):
+           the header first (format, pixel limit after JPEG draft scaling, decode cost in bytes), then
+           the pixels, holding that many bytes of the shared decode budget (app/admission.py) while
+           they are decoded; a bad image is a 400 or 413 naming the file
   admit    into the batcher's bounded queue, all of a request's images or none; 503 when full
   batch    wait for the shared model call the batcher forms (app/batching.py)
   describe class probabilities -> label, confidence, pet flag, and the request's timings
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from app.admission import DecodeBudget
 from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, InferenceError, QueueFullError
 from app.errors import APIError
 from app.metrics import ServiceMetrics
@@ -28,7 +31,15 @@ from app.model import ImageScores, ServedModel
 from app.schemas import BatchItem, BatchPredictionResponse, Prediction, PredictionResponse, Readiness, Timing
 from app.settings import Settings
 from app.uploads import Upload
-from catdog.imaging import EmptyImageError, ImageDecodeError, ImageTooLargeError, load_model_input
+from catdog.imaging import (
+    EmptyImageError,
+    ImageDecodeError,
+    ImageOverBudgetError,
+    ImageTooLargeError,
+    check_decode_budget,
+    model_input_from_image,
+    probe_image,
+)
 from catdog.saved_model import ExportedModel
 
 
@@ -48,12 +59,17 @@ class ServiceState:
     preloaded: ExportedModel | None = None
     model: ServedModel | None = None
     batcher: DynamicBatcher[ImageScores] | None = None
+    # Shared by every request: bounds the memory of the images being decoded at once.
+    decode_budget: DecodeBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_budget = DecodeBudget(self.settings.decode_memory_bytes, self.metrics.registry)
 
     def ready_service(self) -> PredictionService | None:
         """The readiness check: the model is loaded and warmed up and the batcher runs."""
         if self.model is None or self.batcher is None or not self.batcher.running:
             return None
-        return PredictionService(self.settings, self.model, self.batcher)
+        return PredictionService(self.settings, self.model, self.batcher, self.decode_budget)
 
     @property
     def ready(self) -> bool:
@@ -78,6 +94,7 @@ class PredictionService:
     settings: Settings
     model: ServedModel
     batcher: DynamicBatcher[ImageScores]
+    decode_budget: DecodeBudget
 
     async def predict(self, upload: Upload, started: float) -> PredictionResponse:
         with self.batcher.announce():
@@ -141,12 +158,22 @@ class PredictionService:
         )
 
     async def _decode(self, upload: Upload) -> np.ndarray:
-        """Decode off the event loop; a bad image becomes a 400 or 413 naming the file."""
+        """Decode off the event loop within the decode budget; a bad image becomes a 400 or 413
+        naming the file."""
         name = f"'{upload.filename}'" if upload.filename else "the image"
+        size = self.model.image_size
         try:
-            return await run_in_threadpool(
-                load_model_input, upload.data, self.model.image_size, self.settings.max_image_pixels
+            # Header only: cheap, and nothing is allocated for the pixels yet.
+            image = await run_in_threadpool(
+                probe_image, upload.data, self.settings.max_image_pixels, (size, size)
             )
+            cost = check_decode_budget(image, self.decode_budget.capacity)
+            async with self.decode_budget.hold(cost):
+                return await run_in_threadpool(model_input_from_image, image, size)
+        except ImageOverBudgetError as exc:
+            raise APIError(
+                413, "image_too_large", f"{name}: {exc}", {"decode_memory_bytes": exc.budget_bytes}
+            ) from exc
         except ImageTooLargeError as exc:
             raise APIError(
                 413, "image_too_large", f"{name}: {exc}", {"max_image_pixels": exc.max_pixels}

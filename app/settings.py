@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +49,41 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=256, ge=1)
     retry_after_seconds: int = Field(default=1, ge=0)
 
+    # Overload and abuse bounds (README: "Limits and overload policy").
+    # Prediction requests being read, decoded, queued or inferred at once; one more gets 503 at once,
+    # before its body is read.
+    max_in_flight: int = Field(default=64, ge=1)
+    # Estimated bytes of all images being decoded at once (decoded pixels x bytes per pixel of the
+    # decoded mode, plus conversion copies); an image needing more than all of it is a 413.
+    decode_memory_bytes: int = Field(default=256 * MiB, ge=MiB)
+    # A request body must arrive within this many seconds, else 408.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Open connections uvicorn accepts at once; beyond, it answers 503 itself (plain text).
+    max_connections: int = Field(default=1024, ge=1)
+    # On SIGTERM: how long requests in progress may take to finish before they are cancelled.
+    shutdown_timeout_seconds: int = Field(default=10, ge=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"'{value}' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Settings:
+        # Messages name the variables: these errors have no single field to point at.
         if self.max_queue_size < self.max_batch_size:
-            raise ValueError("max_queue_size must be at least max_batch_size")
+            raise ValueError(
+                f"CATDOG_MAX_QUEUE_SIZE ({self.max_queue_size}) must be at least "
+                f"CATDOG_MAX_BATCH_SIZE ({self.max_batch_size})"
+            )
         if self.max_queue_size < self.max_batch_files:
-            raise ValueError("max_queue_size must be at least max_batch_files, or no full batch request fits")
+            raise ValueError(
+                f"CATDOG_MAX_QUEUE_SIZE ({self.max_queue_size}) must be at least "
+                f"CATDOG_MAX_BATCH_FILES ({self.max_batch_files}), or no full batch request fits"
+            )
         return self
 
 

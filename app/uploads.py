@@ -7,14 +7,20 @@ Everything a client can get wrong here becomes an `APIError` with a 4xx status:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message
 
 from app.errors import APIError
 from catdog.imaging import SUPPORTED_MEDIA_TYPES
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+# Bytes kept from the end of a multipart body to find its closing boundary (room for an epilogue).
+_TAIL_BYTES = 1024
 
 # Types a client may declare for bytes whose format we then sniff ourselves.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "image/*"})
@@ -91,11 +97,36 @@ async def read_image_files(request: Request, max_bytes: int, max_files: int) -> 
     return uploads
 
 
+def _boundary(request: Request) -> bytes | None:
+    match = _BOUNDARY.search(request.headers.get("content-type", ""))
+    return match.group(1).encode("latin-1") if match else None
+
+
 async def _read_form_files(request: Request, field: str, max_files: int) -> list[Upload]:
+    # The body streams through the parser; its last bytes are kept to check that it was complete:
+    # python-multipart drops a part that never ends, which would otherwise look like a missing field.
+    tail = bytearray()
+    upstream = request.receive
+
+    async def receive_keeping_tail() -> Message:
+        message = await upstream()
+        if message["type"] == "http.request":
+            tail.extend(message.get("body", b""))
+            del tail[:-_TAIL_BYTES]
+        return message
+
     try:
         # Starlette stops parsing at the first file over the limit, before spooling the rest.
-        form = await request.form(max_files=max_files, max_fields=64)
+        form = await Request(request.scope, receive_keeping_tail).form(max_files=max_files, max_fields=64)
     except StarletteHTTPException as exc:
+        if "Too many files" in str(exc.detail) and field == "file":
+            raise APIError(
+                400,
+                "too_many_files",
+                "POST /predict takes one image in the 'file' field; send several to /predict/batch "
+                "as repeated 'files' fields",
+                {"max_files": 1},
+            ) from exc
         if "Too many files" in str(exc.detail):
             raise APIError(
                 413, "too_many_files", f"more than {max_files} files sent", {"max_files": max_files}
@@ -104,6 +135,15 @@ async def _read_form_files(request: Request, field: str, max_files: int) -> list
             400, "malformed_multipart", f"the multipart body cannot be parsed: {exc.detail}"
         ) from exc
     try:
+        boundary = _boundary(request)
+        if boundary is None or b"--" + boundary + b"--" not in tail:
+            raise APIError(
+                400,
+                "malformed_multipart",
+                "the multipart body is incomplete: it has no closing boundary"
+                if boundary
+                else "the multipart content type has no boundary",
+            )
         values = form.getlist(field)
         if not values:
             present = sorted(set(form.keys()))

@@ -350,9 +350,10 @@ def test_too_many_batch_files_is_413(make_client: Callable[..., TestClient], cou
     assert_error(client.post("/predict/batch", files=files), 413, "too_many_files")
 
 
-def test_second_file_on_single_predict_is_413(client: TestClient) -> None:
+def test_second_file_on_single_predict_is_400_pointing_at_batch(client: TestClient) -> None:
     files = [("file", ("a.png", red_png(), "image/png")), ("file", ("b.png", red_png(), "image/png"))]
-    assert_error(client.post("/predict", files=files), 413, "too_many_files")
+    body = assert_error(client.post("/predict", files=files), 400, "too_many_files")
+    assert "/predict/batch" in body["error"]["message"]
 
 
 # --- 415 -----------------------------------------------------------------------------------------

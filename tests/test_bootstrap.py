@@ -89,7 +89,9 @@ def test_broken_model_exits_2_with_one_line(
 ) -> None:
     model_dir = broken_copy(tiny_model_dir, tmp_path, damage)
     # Auto-train on: a model that is there but broken is reported, never silently retrained over.
-    process = serve("--model-dir", str(model_dir), "--data-dir", str(tmp_path / "no-data"), "--port", "1")
+    process = serve(
+        "--model-dir", str(model_dir), "--data-dir", str(tmp_path / "no-data"), "--port", str(free_port())
+    )
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 2, output
     assert "Traceback" not in output

@@ -1,0 +1,216 @@
+"""Load shedding and resource bounds that act before a request's body is read.
+
+`AdmissionMiddleware` (ASGI) guards every POST (the prediction routes, whatever protocol):
+
+  admission      at most `max_in_flight` prediction requests are being read, decoded, queued or
+                 inferred at once; one more is answered 503 `overloaded` with Retry-After at once,
+                 before a byte of its body is read, so an overloaded server sheds in milliseconds
+                 and the latency of the requests it did admit stays bounded
+  body timeout   the whole body must arrive within `body_timeout_s`, else 408 `body_timeout`
+                 (and the connection is closed): a stalled upload cannot hold a slot for ever
+  draining       once the server is shutting down, a body still being read ends with 503
+                 `shutting_down` instead of holding up the shutdown
+
+`DecodeBudget` bounds the memory of concurrent image decodes: each decode holds its estimated
+bytes (`catdog.imaging.decode_cost`) while it runs, and waits (first come, first served) while the
+budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import APIError, error_response
+
+logger = logging.getLogger("catdog.admission")
+
+# Methods that carry work; GET /healthz, /readyz, /metrics and /docs are never shed.
+_GUARDED_METHODS = frozenset({"POST", "PUT"})
+
+
+class DecodeBudget:
+    """A byte-weighted semaphore: `async with budget.hold(n)` waits until n bytes are free."""
+
+    def __init__(self, capacity: int, registry: CollectorRegistry | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("the decode budget must be positive")
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._gauge = (
+            Gauge(
+                "catdog_decode_bytes_in_use",
+                "Estimated bytes of the images being decoded now (CATDOG_DECODE_MEMORY_BYTES bounds it).",
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        nbytes = min(max(nbytes, 1), self.capacity)
+        if self._waiters or self.used + nbytes > self.capacity:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (nbytes, future)
+            self._waiters.append(entry)
+            try:
+                await future
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    self._release(nbytes)  # granted just as we were cancelled: give it back
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(entry)
+                    self._wake()
+                raise
+        else:
+            self._take(nbytes)
+        try:
+            yield
+        finally:
+            self._release(nbytes)
+
+    def _take(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self._gauge is not None:
+            self._gauge.set(self.used)
+
+    def _release(self, nbytes: int) -> None:
+        self.used -= nbytes
+        if self._gauge is not None:
+            self._gauge.set(self.used)
+        self._wake()
+
+    def _wake(self) -> None:
+        # First come, first served: a large decode at the head is not overtaken by small ones.
+        while self._waiters:
+            nbytes, future = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()
+                continue
+            if self.used + nbytes > self.capacity:
+                return
+            self._waiters.popleft()
+            self._take(nbytes)
+            future.set_result(None)
+
+
+class AdmissionController:
+    """Counts prediction requests in flight; `try_enter` refuses one over the limit."""
+
+    def __init__(self, max_in_flight: int, registry: CollectorRegistry | None = None) -> None:
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.draining = asyncio.Event()
+        self._gauge = Gauge(
+            "catdog_requests_in_flight",
+            "Prediction requests being read, decoded, queued or inferred.",
+            registry=registry,
+        )
+        self._shed = Counter(
+            "catdog_requests_shed_total",
+            "Prediction requests refused with 503 before their body was read (CATDOG_MAX_IN_FLIGHT).",
+            registry=registry,
+        )
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.max_in_flight:
+            self._shed.inc()
+            return False
+        self.in_flight += 1
+        self._gauge.set(self.in_flight)
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self._gauge.set(self.in_flight)
+
+
+class AdmissionMiddleware:
+    """Admission control, a body read deadline and shutdown draining for POST requests."""
+
+    def __init__(
+        self, app: ASGIApp, controller: AdmissionController, body_timeout_s: float, retry_after_s: int
+    ) -> None:
+        self.app = app
+        self.controller = controller
+        self.body_timeout_s = body_timeout_s
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _GUARDED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        controller = self.controller
+        if controller.draining.is_set() or not controller.try_enter():
+            shutting_down = controller.draining.is_set()
+            message = (
+                "the service is shutting down"
+                if shutting_down
+                else f"the service is at capacity: {controller.max_in_flight} requests in flight; "
+                "retry shortly"
+            )
+            response = error_response(
+                503,
+                "shutting_down" if shutting_down else "overloaded",
+                message,
+                headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, self._guarded_receive(receive), send)
+        finally:
+            controller.leave()
+
+    def _guarded_receive(self, receive: Receive) -> Receive:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        draining = self.controller.draining
+        body_done = False
+
+        async def guarded() -> Message:
+            nonlocal body_done
+            if body_done:
+                # After the body, receive() only waits for a disconnect: no deadline applies.
+                return await receive()
+            incoming = asyncio.ensure_future(receive())
+            drained = asyncio.ensure_future(draining.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {incoming, drained},
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                drained.cancel()
+            if incoming in done:
+                message = incoming.result()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    body_done = True
+                return message
+            incoming.cancel()
+            if drained in done:
+                raise APIError(
+                    503,
+                    "shutting_down",
+                    "the service is shutting down; the request body was not complete",
+                    headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
+                )
+            raise APIError(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.body_timeout_s:g} s",
+                {"body_timeout_seconds": self.body_timeout_s},
+                headers={"Connection": "close"},
+            )
+
+        return guarded

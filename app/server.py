@@ -1,0 +1,94 @@
+"""Running the app under uvicorn: the listening socket, connection cap, graceful shutdown, malloc.
+
+`bind_socket` is called before the model loads, so a busy port ends `python -m app serve` in a
+second with one line, not after a minute of loading. `serve` runs uvicorn on that socket with a cap on
+concurrent connections (`CATDOG_MAX_CONNECTIONS`) and a bounded graceful shutdown
+(`CATDOG_SHUTDOWN_TIMEOUT_SECONDS`); when shutdown starts, uploads still arriving end with a JSON 503
+instead of holding it up (app/admission.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.admission import AdmissionController
+from app.settings import Settings
+
+logger = logging.getLogger("catdog")
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+class PortUnavailableError(OSError):
+    """The address to listen on cannot be bound (in use, not permitted, no such address)."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on host:port now; PortUnavailableError says why not, in one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise PortUnavailableError(
+            f"cannot listen on {host}:{port}: {reason} (set CATDOG_HOST / CATDOG_PORT or --host / --port)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def return_freed_memory_to_the_os() -> None:
+    """Make glibc give large freed blocks back to the OS instead of keeping them for reuse.
+
+    glibc raises its mmap threshold up to 32 MiB after a large block is freed, so the next
+    multi-megabyte image buffers come from the heap, whose freed pages stay in the process: a few
+    large uploads would leave RSS high for good. A fixed 1 MiB threshold (and trimming the heap top
+    above 4 MiB) keeps image-sized buffers in mmap, returned on free. No-op without glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+    mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
+
+
+class _DrainingServer(uvicorn.Server):
+    """A uvicorn server that tells the app when shutdown starts (see AdmissionMiddleware)."""
+
+    def __init__(self, config: uvicorn.Config, admission: AdmissionController | None) -> None:
+        super().__init__(config)
+        self.admission = admission
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.admission is not None:
+            self.admission.draining.set()
+        await super().shutdown(sockets)
+
+
+def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # keep our JSON logging
+        limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )
+    admission = getattr(app.state, "admission", None)
+    server = _DrainingServer(config, admission if isinstance(admission, AdmissionController) else None)
+    server.run(sockets=[sock])
