@@ -114,7 +114,7 @@ def _table(pairs: list[tuple[Path, PredictionResult | CatdogError]]) -> None:
     classes = list(answers[0].probabilities) if answers else []
     has_pet = any(answer.is_cat_or_dog is not None for answer in answers)
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("photo", overflow="fold")
+    table.add_column("photo", overflow="fold")  # folded only on a narrow terminal
     table.add_column("label")
     for name in classes:
         table.add_column(f"P({name})", justify="right")
@@ -132,7 +132,8 @@ def _table(pairs: list[tuple[Path, PredictionResult | CatdogError]]) -> None:
             row.append({True: "yes", False: "no", None: ""}[result.is_cat_or_dog])
         row.append(f"{result.latency_ms:.0f}")
         table.add_row(*row)
-    Console(soft_wrap=False).print(table)
+    # On a terminal rich fits the table to its width; into a pipe or file, rows are never folded.
+    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 1000).print(table)
 
 
 def predict(args: argparse.Namespace) -> int:
