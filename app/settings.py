@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,16 @@ class Settings(BaseSettings):
 
     # Where the exported SavedModel + metadata.json live.
     model_dir: Path = REPO_ROOT / "model" / "default"
+    # Which runtime runs the model (README "Runtimes"): "auto" = the fastest model derived from the
+    # SavedModel (`python -m training derive`) that passed its equivalence check and whose runtime is
+    # installed, else TensorFlow (with a log line saying why); or one of tensorflow, onnxruntime,
+    # openvino, litert, optionally with a precision (litert-int8, onnxruntime-fp32...): the start
+    # fails with a clear error if that one cannot be used.
+    runtime: Literal[
+        "auto", "tensorflow", "onnxruntime", "openvino", "litert",
+        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8",
+        "litert-fp32", "litert-int8",
+    ] = "auto"  # fmt: skip
     # Training data for the first start without a model (see app/bootstrap.py).
     data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
     auto_train: bool = True

@@ -38,6 +38,32 @@ class OutOfDistribution(BaseModel):
     non_pets_flagged_rate: float | None = None
 
 
+class DerivedModel(BaseModel):
+    """A model derived from the SavedModel for a faster CPU runtime (`python -m training derive`).
+
+    `file` is relative to the model directory; `passed` says whether it answered like the SavedModel
+    on real photos (`equivalence` holds the figures); `speedup` is its speed relative to TensorFlow,
+    measured at derive time in interleaved rounds (geometric mean of batch 1 and batch 16), which is
+    what CATDOG_RUNTIME=auto ranks by.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    runtime: str = Field(min_length=1)
+    precision: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+    sha256: str = ""
+    passed: bool = False
+    reason: str = ""
+    speedup: float = Field(default=0.0, ge=0.0)
+    equivalence: dict[str, Any] = Field(default_factory=dict)
+    speed: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.runtime}-{self.precision}"
+
+
 class ModelMetadata(BaseModel):
     """metadata.json: validated when training writes it and when any caller loads a model.
 
@@ -53,6 +79,8 @@ class ModelMetadata(BaseModel):
     image_size: int = Field(gt=0)
     outputs: list[str] = Field(default_factory=lambda: [PROBABILITIES])
     ood: OutOfDistribution | None = None
+    # Models derived for other CPU runtimes (absent in older metadata.json: none).
+    derived: list[DerivedModel] = Field(default_factory=list)
 
     @field_validator("class_names")
     @classmethod

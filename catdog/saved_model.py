@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,19 @@ from catdog.contract import (
     SAVED_MODEL_FILE,
     SIGNATURE_INPUT,
     SIGNATURE_NAME,
+    DerivedModel,
     MetadataError,
     ModelMetadata,
     read_metadata,
+)
+from catdog.runtimes import (
+    AUTO,
+    TENSORFLOW,
+    Runner,
+    RuntimeUnavailableError,
+    choose_derived,
+    load_runner,
+    outputs_of,
 )
 
 
@@ -37,16 +48,46 @@ class ModelOutputs:
     pet_score: np.ndarray | None  # float64 [N]; None when the model has no such output
 
 
+class TensorFlowRunner:
+    """The SavedModel's serving signature (any image size: the graph resizes)."""
+
+    runtime = TENSORFLOW
+    precision = "fp32"
+
+    def __init__(self, signature: Any, saved_model: Any) -> None:
+        self.signature = signature
+        # The signature's variables belong to this object; dropping it would free them under us.
+        self.saved_model = saved_model
+
+    def __call__(self, images: np.ndarray) -> Mapping[str, np.ndarray]:
+        import tensorflow as tf
+
+        outputs = self.signature(**{SIGNATURE_INPUT: tf.constant(images, dtype=tf.uint8)})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
 @dataclass(frozen=True)
 class ExportedModel:
-    """A loaded export: `predict` maps a uint8 batch [N, H, W, 3] to its outputs."""
+    """A loaded export: `predict` maps a uint8 batch [N, H, W, 3] to its outputs.
 
-    signature: Any
-    # The signature's variables belong to this object; dropping it would free them under us.
-    saved_model: Any
+    `runner` is the SavedModel's signature in TensorFlow, or a model derived from it for another CPU
+    runtime (catdog/runtimes.py); `runtime_reason` says why that one was chosen.
+    """
+
+    runner: Runner
     metadata: ModelMetadata
     model_dir: Path
     load_seconds: float = 0.0
+    runtime_reason: str = ""
+    derived: DerivedModel | None = None
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.runner.precision
 
     @property
     def class_names(self) -> list[str]:
@@ -61,20 +102,18 @@ class ExportedModel:
         return self.metadata.version
 
     def predict(self, images: np.ndarray) -> ModelOutputs:
-        import tensorflow as tf
-
-        outputs = self.signature(**{SIGNATURE_INPUT: tf.constant(images, dtype=tf.uint8)})
-        probabilities = np.asarray(outputs[PROBABILITIES].numpy(), dtype=np.float64)
-        if probabilities.shape != (len(images), len(self.class_names)):
-            raise RuntimeError(f"model returned shape {probabilities.shape} for a batch of {len(images)}")
-        pet_score = None
-        if self.metadata.has_pet_score:  # what metadata.json declares, not whatever the graph returns
-            pet_score = np.asarray(outputs[PET_SCORE].numpy(), dtype=np.float64).reshape(len(images))
+        # Only what metadata.json declares is served, not whatever the graph returns.
+        probabilities, pet_score = outputs_of(self.runner(images), len(images), self.metadata.has_pet_score)
         return ModelOutputs(probabilities, pet_score)
 
 
-def load_exported_model(model_dir: Path | str) -> ExportedModel:
-    """Read and validate metadata.json, then load the SavedModel; ModelLoadError says what is wrong."""
+def load_exported_model(model_dir: Path | str, runtime: str = TENSORFLOW) -> ExportedModel:
+    """Read and validate metadata.json, then load the model in `runtime`; ModelLoadError says what is wrong.
+
+    `runtime`: "tensorflow" (the SavedModel), "auto" (the fastest derived model that passed its
+    equivalence check and can be loaded here, else TensorFlow) or a runtime name from
+    `catdog.runtimes.RUNTIMES` (its derived model, or ModelLoadError).
+    """
     model_dir = Path(model_dir)
     if not model_exists(model_dir):
         raise ModelLoadError(
@@ -87,9 +126,22 @@ def load_exported_model(model_dir: Path | str) -> ExportedModel:
     except MetadataError as exc:
         raise ModelLoadError(str(exc)) from exc
 
+    started = time.perf_counter()
+    try:
+        entry, reason = choose_derived(metadata, model_dir, runtime)
+        if entry is not None:
+            runner = load_runner(entry, model_dir, metadata.image_size)
+            return ExportedModel(runner, metadata, model_dir, time.perf_counter() - started, reason, entry)
+    except RuntimeUnavailableError as exc:
+        if runtime != AUTO:
+            raise ModelLoadError(str(exc)) from exc
+        reason = f"{exc}; using TensorFlow"
+    return _load_tensorflow(model_dir, metadata, started, reason)
+
+
+def _load_tensorflow(model_dir: Path, metadata: ModelMetadata, started: float, reason: str) -> ExportedModel:
     import tensorflow as tf  # imported late: it takes seconds, and only loading a model needs it
 
-    started = time.perf_counter()
     try:
         loaded = tf.saved_model.load(str(model_dir))
         signature = loaded.signatures[SIGNATURE_NAME]
@@ -103,4 +155,5 @@ def load_exported_model(model_dir: Path | str) -> ExportedModel:
             f"the SavedModel at {model_dir} returns {sorted(outputs)}, "
             f"metadata.json promises {metadata.outputs}"
         )
-    return ExportedModel(signature, loaded, metadata, model_dir, time.perf_counter() - started)
+    runner = TensorFlowRunner(signature, loaded)
+    return ExportedModel(runner, metadata, model_dir, time.perf_counter() - started, reason)

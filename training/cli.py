@@ -1,4 +1,4 @@
-"""Command line: `python -m training train|evaluate|presets ...`.
+"""Command line: `python -m training train|evaluate|derive|presets ...`.
 
 The `train` options are generated from the fields of `training.config.TrainConfig`, so a setting
 exists once: in the config, with its help text, and every preset and metadata.json use the same
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         help=f"training recipe: {', '.join(PRESETS)} (default: the one for --arch, else 'default')",
     )
+    train.add_argument(
+        "--derive",
+        action="store_true",
+        help="after exporting, also run `derive` on the model (faster CPU runtimes; needs catdog[derive])",
+    )
     _add_config_flags(train)
 
     evaluate = commands.add_parser(
@@ -99,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--ood-threshold", type=float, help="models with a pet_score output: override metadata.ood.threshold"
     )
 
+    derive = commands.add_parser(
+        "derive",
+        help="derive ONNX / OpenVINO / LiteRT models from an exported SavedModel",
+        description="Convert the SavedModel for faster CPU runtimes (fp32 and int8 calibrated on training "
+        "photos), check each against the SavedModel on real photos, time them against TensorFlow, and "
+        "list them in metadata.json (`derived`); files go to <model>/derived/.",
+    )
+    derive.add_argument("--model", required=True, help="exported model directory, e.g. model/default")
+    derive.add_argument(
+        "--data-dir", required=True, help="photos: training ones calibrate, validation ones check"
+    )
+    derive.add_argument(
+        "--runtimes", default="onnxruntime,openvino,litert", help="comma-separated (default: all three)"
+    )
+    derive.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32,int8")
+    derive.add_argument("--calibration-per-class", type=_positive_int, default=32)
+    derive.add_argument(
+        "--check-per-class", type=_positive_int, help="validation photos per class (default: all)"
+    )
+    derive.add_argument("--speed-rounds", type=_positive_int, default=3)
+
     commands.add_parser(
         "presets", help="list the training presets and their measured figures", description="List presets."
     )
@@ -112,6 +138,18 @@ def _run(args: argparse.Namespace) -> None:
 
         overrides = {name: getattr(args, name) for name in flag_fields()}
         train(make_config(args.data_dir, args.output, args.preset, **overrides))
+        if args.derive:
+            _derive(args.output, args.data_dir)
+    elif args.command == "derive":
+        _derive(
+            args.model,
+            args.data_dir,
+            runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()],
+            precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+            calibration_per_class=args.calibration_per_class,
+            check_per_class=args.check_per_class,
+            speed_rounds=args.speed_rounds,
+        )
     elif args.command == "evaluate":
         from training.evaluate import evaluate_saved_model, format_evaluation
 
@@ -130,6 +168,12 @@ def _run(args: argparse.Namespace) -> None:
         from training.presets import format_presets
 
         print(format_presets())
+
+
+def _derive(model: str, data_dir: str, **options: Any) -> None:
+    from training.derive import derive, format_derived
+
+    print(format_derived(derive(model, data_dir, **options)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

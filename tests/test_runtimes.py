@@ -1,0 +1,274 @@
+"""Derived CPU runtimes: `python -m training derive` on a real SavedModel, the equivalence check on real
+photos, metadata.json's `derived` list, CATDOG_RUNTIME's choice and the service answering through
+each runtime like it does through TensorFlow."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from catdog.contract import METADATA_FILE, DerivedModel, ModelMetadata, read_metadata
+from catdog.imaging import load_model_input
+from catdog.runtimes import (
+    LITERT,
+    ONNXRUNTIME,
+    OPENVINO,
+    THREADS_ENV,
+    RuntimeUnavailableError,
+    choose_derived,
+    runtime_installed,
+    runtime_threads,
+)
+from catdog.saved_model import ModelLoadError, load_exported_model
+from tests.conftest import DATA_DIR, DEFAULT_MODEL_DIR, TINY_IMAGE_SIZE, real_photos
+
+pytestmark = pytest.mark.slow
+DERIVED_RUNTIMES = [r for r in (ONNXRUNTIME, OPENVINO, LITERT) if runtime_installed(r)]
+HAS_TF2ONNX = importlib.util.find_spec("tf2onnx") is not None
+
+
+def _photo_batch(size: int, per_class: int = 3) -> tuple[np.ndarray, list[str]]:
+    photos = real_photos(per_class)
+    images = np.stack([load_model_input(path.read_bytes(), size, 40_000_000) for path, _ in photos])
+    return images, [label for _, label in photos]
+
+
+@pytest.fixture(scope="module")
+def derived_dir(tiny_pet_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pet model with every derived model, checked on real photos (a few per class)."""
+    if not DERIVED_RUNTIMES or not HAS_TF2ONNX:
+        pytest.skip("needs catdog[derive]")
+    from training.derive import derive
+
+    model_dir = tmp_path_factory.mktemp("derived") / "tiny-pet"
+    shutil.copytree(tiny_pet_model_dir, model_dir)
+    derive(
+        model_dir,
+        DATA_DIR,
+        runtimes=DERIVED_RUNTIMES,
+        calibration_per_class=4,
+        check_per_class=6,
+        speed_rounds=1,
+        speed_seconds=0.05,
+    )
+    return model_dir
+
+
+def test_old_metadata_has_no_derived_models(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, model_dir)
+    raw = json.loads((model_dir / METADATA_FILE).read_text())
+    raw.pop("derived", None)  # written before derived runtimes existed
+    (model_dir / METADATA_FILE).write_text(json.dumps(raw))
+    assert read_metadata(model_dir).derived == []
+    model = load_exported_model(model_dir, "auto")
+    assert model.runtime == "tensorflow"
+    assert "no derived models" in model.runtime_reason
+
+
+def test_derive_writes_checked_models_into_metadata(derived_dir: Path) -> None:
+    metadata = read_metadata(derived_dir)
+    keys = {entry.key for entry in metadata.derived}
+    assert keys == {
+        f"{runtime}-{precision}" for runtime in DERIVED_RUNTIMES for precision in ("fp32", "int8")
+    }
+    for entry in metadata.derived:
+        assert (derived_dir / entry.file).is_file()
+        assert len(entry.sha256) == 64
+        figures = entry.equivalence
+        assert figures["photos"] == 12  # 6 real validation photos per class
+        assert figures["reference_accuracy"] == pytest.approx(figures["accuracy"], abs=0.1)
+        if entry.precision == "fp32":
+            assert entry.passed, entry.reason
+            assert figures["max_abs_diff_probabilities"] < 1e-3
+            assert figures["max_abs_diff_pet_score"] < 1e-3
+        if entry.passed:
+            assert entry.speedup > 0
+            assert entry.speed["tensorflow"]["batch1_ms"] > 0
+            assert entry.speed["batch16_images_per_s"] > 0
+        else:
+            assert entry.reason
+
+
+@pytest.mark.parametrize("runtime", DERIVED_RUNTIMES)
+def test_each_runtime_answers_like_the_saved_model_on_real_photos(derived_dir: Path, runtime: str) -> None:
+    reference = load_exported_model(derived_dir, "tensorflow")
+    model = load_exported_model(derived_dir, f"{runtime}-fp32")
+    assert model.runtime == runtime and model.precision == "fp32"
+    assert model.derived is not None and model.derived.passed
+    images, _ = _photo_batch(TINY_IMAGE_SIZE)
+    expected = reference.predict(images)
+    for batch in (images[:1], images):  # batch 1 and a larger batch through the same runner
+        got = model.predict(batch)
+        np.testing.assert_allclose(got.probabilities, expected.probabilities[: len(batch)], atol=1e-3)
+        assert got.pet_score is not None and expected.pet_score is not None
+        np.testing.assert_allclose(got.pet_score, expected.pet_score[: len(batch)], atol=1e-3)
+
+
+def test_derived_models_take_only_the_model_size(derived_dir: Path) -> None:
+    model = load_exported_model(derived_dir, DERIVED_RUNTIMES[0])
+    with pytest.raises(ValueError, match="derived models take uint8"):
+        model.predict(np.zeros((1, TINY_IMAGE_SIZE + 1, TINY_IMAGE_SIZE, 3), dtype=np.uint8))
+
+
+def _with_entries(source: Path, target: Path, change: Callable[[list[dict[str, Any]]], None]) -> Path:
+    shutil.copytree(source, target)
+    raw = json.loads((target / METADATA_FILE).read_text())
+    change(raw["derived"])
+    (target / METADATA_FILE).write_text(json.dumps(raw))
+    return target
+
+
+def test_auto_picks_the_fastest_usable_model(derived_dir: Path, tmp_path: Path) -> None:
+    def rank(entries: list[dict[str, Any]]) -> None:
+        for index, entry in enumerate(entries):
+            entry["speedup"] = 1.5 + index
+            entry["passed"] = True
+        entries[-1]["passed"] = False  # the fastest failed its check: never chosen
+        entries[-1]["reason"] = "test"
+
+    model_dir = _with_entries(derived_dir, tmp_path / "m", rank)
+    metadata = read_metadata(model_dir)
+    best = max(metadata.derived[:-1], key=lambda e: e.speedup)
+    entry, reason = choose_derived(metadata, model_dir, "auto")
+    assert entry is not None and entry.key == best.key
+    assert "fastest usable" in reason
+    assert load_exported_model(model_dir, "auto").runtime == best.runtime
+
+
+def test_auto_falls_back_to_tensorflow_and_says_why(derived_dir: Path, tmp_path: Path) -> None:
+    model_dir = _with_entries(derived_dir, tmp_path / "m", lambda entries: None)
+    shutil.rmtree(model_dir / "derived")
+    model = load_exported_model(model_dir, "auto")
+    assert model.runtime == "tensorflow"
+    assert "is missing" in model.runtime_reason and "training derive" in model.runtime_reason
+    with pytest.raises(ModelLoadError, match=r"cannot be used.*is missing"):
+        load_exported_model(model_dir, DERIVED_RUNTIMES[0])
+
+
+def test_auto_keeps_tensorflow_when_nothing_was_faster(derived_dir: Path, tmp_path: Path) -> None:
+    def slow(entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            entry["speedup"] = 0.9
+
+    model_dir = _with_entries(derived_dir, tmp_path / "m", slow)
+    entry, reason = choose_derived(read_metadata(model_dir), model_dir, "auto")
+    assert entry is None and "faster than TensorFlow" in reason
+
+
+def test_a_changed_file_is_refused(derived_dir: Path, tmp_path: Path) -> None:
+    runtime = DERIVED_RUNTIMES[0]
+
+    def only(entries: list[dict[str, Any]]) -> None:
+        entries[:] = [e for e in entries if e["runtime"] == runtime and e["precision"] == "fp32"]
+
+    model_dir = _with_entries(derived_dir, tmp_path / "m", only)
+    path = model_dir / read_metadata(model_dir).derived[0].file
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelLoadError, match="sha256 differs"):
+        load_exported_model(model_dir, runtime)
+    model = load_exported_model(model_dir, "auto")
+    assert model.runtime == "tensorflow" and "sha256 differs" in model.runtime_reason
+
+
+def test_unknown_runtime_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match="unknown runtime 'tensorrt'"):
+        load_exported_model(tiny_model_dir, "tensorrt")
+
+
+def test_entry_for_a_missing_package_is_skipped(tmp_path: Path) -> None:
+    metadata = ModelMetadata(
+        version="1",
+        architecture="x",
+        class_names=["cat", "dog"],
+        image_size=8,
+        derived=[DerivedModel(runtime="tensorrt", precision="fp32", file="x", passed=True, speedup=3.0)],
+    )
+    entry, reason = choose_derived(metadata, tmp_path, "auto")
+    assert entry is None and "unknown runtime 'tensorrt'" in reason
+
+
+def test_runtime_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert runtime_threads() >= 1
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert runtime_threads() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(RuntimeUnavailableError, match="positive integer"):
+            runtime_threads()
+
+
+@pytest.mark.parametrize("runtime", DERIVED_RUNTIMES)
+def test_service_answers_through_each_runtime(
+    make_client: Callable[..., TestClient], derived_dir: Path, runtime: str
+) -> None:
+    from tests.images import BLUE, RED, solid
+
+    answers = {}
+    for name in ("tensorflow", runtime):
+        client = make_client(model_dir=derived_dir, runtime=name if name == "tensorflow" else f"{name}-fp32")
+        answers[name] = [
+            client.post("/predict", files={"file": ("x.png", solid(color), "image/png")}).json()
+            for color in (RED, BLUE)
+        ]
+    for via_tf, via_runtime in zip(answers["tensorflow"], answers[runtime], strict=True):
+        assert via_runtime["label"] == via_tf["label"]
+        assert via_runtime["probabilities"]["dog"] == pytest.approx(via_tf["probabilities"]["dog"], abs=1e-3)
+        assert via_runtime["pet_score"] == pytest.approx(via_tf["pet_score"], abs=1e-3)
+
+
+def test_service_refuses_to_start_with_an_unusable_runtime(tiny_model_dir: Path) -> None:
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(model_dir=tiny_model_dir, auto_train=False, runtime="onnxruntime")
+    with (
+        pytest.raises(ModelLoadError, match="CATDOG_RUNTIME=onnxruntime cannot be used"),
+        TestClient(create_app(settings)),
+    ):
+        pass
+
+
+def test_derive_command_reports_a_missing_model(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "derive", "--model", str(tmp_path), "--data-dir", str(DATA_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no exported model at")
+
+
+def test_committed_model_derived_entries_hold_on_real_photos() -> None:
+    """Every derived model metadata.json lists as passed and that is present here answers like the
+    SavedModel on real photos: fp32 within 1e-3; int8 the same label."""
+    metadata = read_metadata(DEFAULT_MODEL_DIR)
+    present = [
+        e
+        for e in metadata.derived
+        if e.passed and runtime_installed(e.runtime) and (DEFAULT_MODEL_DIR / e.file).is_file()
+    ]
+    if not present:
+        pytest.skip("no derived model of model/default is present (python -m training derive)")
+    reference = load_exported_model(DEFAULT_MODEL_DIR, "tensorflow")
+    images, labels = _photo_batch(metadata.image_size, per_class=2)
+    expected = reference.predict(images)
+    for entry in present:
+        model = load_exported_model(DEFAULT_MODEL_DIR, entry.key)
+        got = model.predict(images)
+        tolerance = 1e-3 if entry.precision == "fp32" else 0.2
+        np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=tolerance)
+        assert [metadata.class_names[i] for i in got.probabilities.argmax(axis=1)] == labels
