@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app import openapi
+from app import openapi, web
 from app.admission import AdmissionController, AdmissionMiddleware
 from app.batching import DynamicBatcher
 from app.errors import install_error_handlers
@@ -27,7 +27,7 @@ logger = logging.getLogger("catdog")
 
 def load_model(settings: Settings) -> ExportedModel:
     """Load and validate settings.model_dir; `catdog.saved_model.ModelLoadError` says what is wrong."""
-    exported = load_exported_model(settings.model_dir, settings.runtime)
+    exported = load_exported_model(settings.model_dir)
     logger.info(
         "model loaded",
         extra={
@@ -35,10 +35,6 @@ def load_model(settings: Settings) -> ExportedModel:
             "version": exported.version,
             "outputs": exported.metadata.outputs,
             "seconds": round(exported.load_seconds, 3),
-            "runtime": exported.runtime,
-            "precision": exported.precision,
-            "runtime_setting": settings.runtime,
-            "runtime_reason": exported.runtime_reason,
         },
     )
     return exported
@@ -105,6 +101,8 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     app.include_router(router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)
+    app.include_router(web.router)  # the page at GET /
+    app.mount(web.ASSETS_URL, web.assets(), name="web")
     openapi.install_docs(app)
     # Added last = runs first. Outermost, every response gets a request id and an access log line;
     # then every request is counted and timed, a 413 from the size limit included.

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import logging
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -69,7 +70,7 @@ def return_freed_memory_to_the_os() -> None:
     mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
 
 
-class _DrainingServer(uvicorn.Server):
+class DrainingServer(uvicorn.Server):
     """A uvicorn server that tells the app when shutdown starts (see AdmissionMiddleware)."""
 
     def __init__(self, config: uvicorn.Config, admission: AdmissionController | None) -> None:
@@ -82,13 +83,20 @@ class _DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
-    config = uvicorn.Config(
-        app,
-        log_config=None,  # keep our JSON logging
-        limit_concurrency=settings.max_connections,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-    )
+def make_server(app: FastAPI, settings: Settings, **config: Any) -> DrainingServer:
+    """The uvicorn server `serve` runs: connection cap, bounded graceful shutdown, draining."""
     admission = getattr(app.state, "admission", None)
-    server = _DrainingServer(config, admission if isinstance(admission, AdmissionController) else None)
-    server.run(sockets=[sock])
+    return DrainingServer(
+        uvicorn.Config(
+            app,
+            log_config=None,  # keep our JSON logging
+            limit_concurrency=settings.max_connections,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            **config,
+        ),
+        admission if isinstance(admission, AdmissionController) else None,
+    )
+
+
+def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
+    make_server(app, settings).run(sockets=[sock])

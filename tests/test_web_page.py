@@ -1,0 +1,173 @@
+"""The web page at GET /, in a real browser: Playwright driving Debian's chromium (never a downloaded
+browser; scripts/setup-browser.sh installs it). Real photos are dropped, picked and pasted, and the
+labels the page shows are checked, with the default model served by a live server."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import real_photos
+
+pytestmark = pytest.mark.slow
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CATDOG_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    return None
+
+
+CHROMIUM = chromium_path()
+if CHROMIUM is None:
+    pytest.skip(
+        "no Chromium on this machine: run scripts/setup-browser.sh (apt-get install chromium) "
+        "or set CATDOG_CHROMIUM to a Chromium executable",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: object, default_server: str) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1000, "height": 800})  # type: ignore[attr-defined]
+    page = context.new_page()
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith(default_server) or request.url.startswith(("data:", "blob:"))
+            else outside.append(request.url)
+        ),
+    )
+    page.goto(default_server + "/")
+    yield page
+    context.close()
+    assert not outside, f"the page fetched something from outside the service: {outside}"
+
+
+def shown_labels(page: object, count: int) -> list[tuple[str, str]]:
+    """(file name, label) of the `count` finished cards, in the order the files were given."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        f"document.querySelectorAll('#results .card.done').length >= {count}", timeout=60_000
+    )
+    cards = page.query_selector_all("#results .card")  # type: ignore[attr-defined]
+    pairs = [
+        (card.query_selector(".name").inner_text(), card.query_selector(".label").text_content())
+        for card in cards
+    ]
+    return list(reversed(pairs))  # newest first on the page
+
+
+def test_page_is_served_without_a_cdn(default_server: str) -> None:
+    html = httpx.get(default_server + "/").text
+    assert '<label class="button" for="files">' in html
+    assert "http://" not in html and "https://" not in html
+    for asset in ("/web/page.js", "/web/page.css"):
+        response = httpx.get(default_server + asset)
+        assert response.status_code == 200
+        assert "http://" not in response.text and "https://" not in response.text, f"{asset} links outside"
+    total = sum(len(httpx.get(default_server + a).content) for a in ("/", "/web/page.js", "/web/page.css"))
+    assert total < 20_000, f"the page is {total} bytes"
+
+
+def test_picked_photos_get_their_labels(page: object) -> None:
+    photos = real_photos(per_class=2)
+    page.set_input_files("#files", [str(path) for path, _ in photos])  # type: ignore[attr-defined]
+    assert shown_labels(page, len(photos)) == [(path.name, label) for path, label in photos]
+    # Probability bar, pet flag and latency are filled in.
+    card = page.query_selector("#results .card")  # type: ignore[attr-defined]
+    assert card.query_selector(".fill").evaluate("e => parseFloat(e.style.width)") > 50
+    assert "pet score" in card.query_selector(".flag").inner_text()
+    assert "ms on the server" in card.query_selector(".latency").inner_text()
+    assert "classified" in page.inner_text("#status")  # type: ignore[attr-defined]
+    assert "efficientnet" in page.inner_text("#model")  # type: ignore[attr-defined]
+
+
+def data_transfer(page: object, photos: list[Path]) -> object:
+    """A DataTransfer holding `photos` as File objects, made in the page (what a real drop carries)."""
+    files = [{"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()} for path in photos]
+    return page.evaluate_handle(  # type: ignore[attr-defined]
+        """files => {
+            const transfer = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.data), c => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], f.name, {type: "image/jpeg"}));
+            }
+            return transfer;
+        }""",
+        files,
+    )
+
+
+def test_dropped_photos_get_their_labels(page: object) -> None:
+    photos = real_photos(per_class=3)
+    transfer = data_transfer(page, [path for path, _ in photos])
+    page.dispatch_event("#drop", "dragenter", {"dataTransfer": transfer})  # type: ignore[attr-defined]
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})  # type: ignore[attr-defined]
+    assert shown_labels(page, len(photos)) == [(path.name, label) for path, label in photos]
+
+
+def test_pasted_photo_gets_its_label(page: object) -> None:
+    (path, label), *_ = real_photos(per_class=1)
+    transfer = data_transfer(page, [path])
+    page.evaluate(  # type: ignore[attr-defined]
+        "transfer => document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: transfer}))", transfer
+    )
+    assert shown_labels(page, 1) == [(path.name, label)]
+
+
+def test_errors_show_the_api_message(page: object, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not a photo")
+    page.set_input_files("#files", [str(broken)])  # type: ignore[attr-defined]
+    page.wait_for_selector("#results .card.done .error:not([hidden])")  # type: ignore[attr-defined]
+    message = page.inner_text("#results .card .error")  # type: ignore[attr-defined]
+    assert "'broken.jpg'" in message and "not a decodable image" in message
+
+
+def test_keyboard_reaches_the_file_picker(page: object) -> None:
+    page.keyboard.press("Tab")  # type: ignore[attr-defined]
+    focused = page.evaluate("document.activeElement.id")  # type: ignore[attr-defined]
+    assert focused == "files"
+    label = page.evaluate("document.querySelector('label[for=files]').textContent")  # type: ignore[attr-defined]
+    assert "Choose photos" in label
+    # The file input is in the layout (not display:none), so screen readers and keyboards reach it.
+    assert page.evaluate("getComputedStyle(document.getElementById('files')).display") != "none"  # type: ignore[attr-defined]
+
+
+def test_screenshot_for_the_readme(page: object) -> None:
+    """Writes docs/web-page.png when CATDOG_SCREENSHOT=1 (the README shows it)."""
+    if os.environ.get("CATDOG_SCREENSHOT") != "1":
+        pytest.skip("set CATDOG_SCREENSHOT=1 to refresh docs/web-page.png")
+    photos = real_photos(per_class=2)
+    from skimage import data as skimage_data
+
+    coffee = Path(os.environ.get("TMPDIR", "/tmp")) / "coffee.png"
+    from PIL import Image
+
+    Image.fromarray(skimage_data.coffee()).save(coffee)
+    page.set_input_files("#files", [str(p) for p, _ in photos] + [str(coffee)])  # type: ignore[attr-defined]
+    shown_labels(page, len(photos) + 1)
+    out = Path(__file__).resolve().parent.parent / "docs" / "web-page.png"
+    page.screenshot(path=str(out), full_page=True)  # type: ignore[attr-defined]
+    image = Image.open(out).convert("RGB")
+    image.quantize(colors=128).save(out, optimize=True)
