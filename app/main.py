@@ -27,7 +27,7 @@ logger = logging.getLogger("catdog")
 
 def load_model(settings: Settings) -> ExportedModel:
     """Load and validate settings.model_dir; `catdog.saved_model.ModelLoadError` says what is wrong."""
-    exported = load_exported_model(settings.model_dir)
+    exported = load_exported_model(settings.model_dir, settings.runtime)
     logger.info(
         "model loaded",
         extra={
@@ -35,6 +35,10 @@ def load_model(settings: Settings) -> ExportedModel:
             "version": exported.version,
             "outputs": exported.metadata.outputs,
             "seconds": round(exported.load_seconds, 3),
+            "runtime": exported.runtime,
+            "precision": exported.precision,
+            "runtime_setting": settings.runtime,
+            "runtime_reason": exported.runtime_reason,
         },
     )
     return exported
