@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 from pathlib import Path
 
-import httpx
 from PIL import Image
+
+from catdog.client import Client
 
 
 def free_port() -> int:
@@ -25,15 +25,8 @@ def free_port() -> int:
 
 def wait_ready(base_url: str, timeout: float) -> None:
     """Poll `GET /readyz` until it answers 200; TimeoutError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{base_url} was not ready within {timeout} s")
+    with Client(base_url, timeout=2) as client:
+        client.wait_ready(timeout)
 
 
 def generated_photos() -> list[bytes]:

@@ -5,7 +5,7 @@
 (from the repo root, with the project's venv: `.venv/bin/python -m benchmarks.throughput`).
 
 Raw: the SavedModel's signature on already-decoded batches, in this process (no HTTP, no decoding).
-Service: `python -m app serve` in a subprocess, loaded over loopback by an async HTTP client posting
+Service: `python -m app serve` in a subprocess, loaded over loopback by catdog.client.AsyncClient posting
 real photos from the shared data set (or generated images if it is absent). The ratio says how much of
 the model's batched throughput the service delivers end to end. A benchmark, not a test: it prints.
 """
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from app.model import ServedModel
 from app.settings import Settings
+from catdog.client import AsyncClient
 from catdog.saved_model import load_exported_model
 
 try:
@@ -54,19 +54,19 @@ async def load_service(
     timings: list[dict[str, float]] = []
     counter = iter(range(requests))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: AsyncClient) -> None:
         for index in counter:
             photo = photos[index % len(photos)]
             began = time.perf_counter()
-            response = await client.post("/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
+            answer = await client.predict(photo, filename="photo.jpg")
             latencies.append(time.perf_counter() - began)
-            response.raise_for_status()
-            timings.append(response.json()["timing"])
+            assert answer.timing is not None
+            timings.append(answer.timing.model_dump())
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    # retries=0: a 503 is a failure here, not something to wait out.
+    async with AsyncClient(base_url, timeout=120, retries=0, max_connections=concurrency) as client:
         # One request first, so connection set-up is not timed.
-        await client.post("/predict", files={"file": ("photo.jpg", photos[0], "image/jpeg")})
+        await client.predict(photos[0], filename="photo.jpg")
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
