@@ -5,21 +5,30 @@
 #   docker run --rm -p 8000:8000 catdog:cpu
 #
 # BASE_IMAGE defaults to the official python:3.11-slim-bookworm. Where no registry is reachable,
-# docker/build-base-image.sh builds a Debian bookworm stand-in with that same tag (python3 at
+# docker/build-base-image.sh builds a Debian bookworm stand-in tagged catdog-base:bookworm and prints the
+# name to pass here (scripts/setup-compose.sh writes it to .env for compose). The stand-in has python3 at
 # /usr/bin/python3 instead of /usr/local/bin/python3, so everything below only uses `python3` to make
-# the venv, and the venv's own interpreter afterwards).
+# the venv, and the venv's own interpreter afterwards.
+#
+# Build-machine trust stays in the builder stages: a host behind a TLS-intercepting proxy puts its CA
+# certificates in docker/ca-certificates/*.crt (git-ignored; scripts/setup-compose.sh does it). They are
+# copied into the builder only, and pip sees them through an environment variable of one RUN. The final
+# images copy nothing but /opt/venv and the code from there: no CA file, no PIP_CERT / SSL_CERT_FILE /
+# REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (tests/test_docker_image.py checks the final image).
+#
+# Dependencies come from the lockfiles (scripts/lock.sh): requirements/cpu.lock has tensorflow-cpu and
+# only the serving dependencies; gpu.lock has tensorflow[and-cuda]. Installed with --no-deps, so an image
+# built next month has exactly what CI tested.
 #
 # Stage order matters for the classic (non-BuildKit) builder, which builds every stage up to --target:
 # the CPU stages come first so `--target cpu` never downloads the CUDA wheels.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------------
-# base: runtime settings shared by every stage and both final images.
+# base: runtime settings shared by both final images.
 FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONPATH=/app \
@@ -39,22 +48,32 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
 CMD ["/opt/venv/bin/python", "-m", "app", "serve"]
 
 # ---------------------------------------------------------------------------------------------------
-# venv: an empty virtualenv plus the requirement lists generated from pyproject.toml (the single source
-# of truth for dependencies). Only pyproject.toml is copied, so code changes never bust the deps layers.
-FROM base AS venv
+# builder: a venv with pip, the lockfiles and (only here) the build host's extra CA certificates.
+# `docker/ca-certificate[s]` matches nothing on a host without any: the build works the same.
+FROM base AS builder
 RUN python3 -m venv /opt/venv
-COPY pyproject.toml docker/pyproject_requirements.py /tmp/build/
-RUN /opt/venv/bin/python /tmp/build/pyproject_requirements.py /tmp/build/pyproject.toml \
-        > /tmp/build/requirements-cpu.txt \
-    && /opt/venv/bin/python /tmp/build/pyproject_requirements.py /tmp/build/pyproject.toml --gpu \
-        > /tmp/build/requirements-gpu.txt \
-    && cat /tmp/build/requirements-cpu.txt
+COPY requirements/cpu.lock requirements/gpu.lock docker/ca-certificate[s] /tmp/build/
+# pip-install: trust the system store plus /tmp/build/*.crt for this one command (no ENV, no layer
+# outside the builder), install a lockfile without resolving, then drop what serving never uses: pip,
+# setuptools and wheel, TensorFlow's C++ headers (430 MB, for compiling custom ops), test suites, caches.
+RUN printf '%s\n' '#!/bin/sh' 'set -eu' \
+        'if ls /tmp/build/*.crt >/dev/null 2>&1; then' \
+        '  cat /etc/ssl/certs/ca-certificates.crt /tmp/build/*.crt > /tmp/build/trust.pem' \
+        '  export PIP_CERT=/tmp/build/trust.pem' \
+        'fi' \
+        'PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/python -m pip install --no-deps -r "$1"' \
+        '/opt/venv/bin/python -m pip uninstall --yes --quiet setuptools wheel pip' \
+        'sp=$(echo /opt/venv/lib/python3*/site-packages)' \
+        'rm -rf "$sp/tensorflow/include"' \
+        'find "$sp" -path "$sp/tensorflow" -prune -o -type d -name tests -prune -exec rm -rf {} +' \
+        'find /opt/venv -name __pycache__ -type d -prune -exec rm -rf {} +' \
+        > /usr/local/bin/install-lock \
+    && chmod +x /usr/local/bin/install-lock
 
 # ---------------------------------------------------------------------------------------------------
 # CPU image.
-FROM venv AS deps-cpu
-RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/build/requirements-cpu.txt \
-    && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
+FROM builder AS deps-cpu
+RUN install-lock /tmp/build/cpu.lock
 
 FROM base AS cpu
 COPY --from=deps-cpu /opt/venv /opt/venv
@@ -66,9 +85,8 @@ USER 10001:10001
 # ---------------------------------------------------------------------------------------------------
 # GPU image: tensorflow[and-cuda] brings the CUDA/cuDNN runtime as pip wheels (several GB); the host
 # needs only the NVIDIA driver and container toolkit (docker run --gpus all / compose profile "gpu").
-FROM venv AS deps-gpu
-RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/build/requirements-gpu.txt \
-    && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
+FROM builder AS deps-gpu
+RUN install-lock /tmp/build/gpu.lock
 
 FROM base AS gpu
 ENV NVIDIA_VISIBLE_DEVICES=all \

@@ -1,47 +1,86 @@
 #!/usr/bin/env bash
-# Build the Dockerfile's base image locally, without any container registry.
+# Choose the Dockerfile's base image and print its name on stdout (logs go to stderr):
 #
-# The Dockerfile starts FROM ${BASE_IMAGE} (default python:3.11-slim-bookworm, the official image).
-# Where no registry is reachable, this script makes a stand-in with debootstrap (Debian 12 bookworm,
-# minbase + python3, python3-venv, python3-pip, ca-certificates), imports it with `docker import` and
-# tags it with that same name, so `docker build` finds it locally and never pulls.
+#   BASE_IMAGE=$(docker/build-base-image.sh)
+#   docker build --build-arg BASE_IMAGE="$BASE_IMAGE" --target cpu -t catdog:cpu .
 #
-# Extra CA certificates found on the host (/usr/local/share/ca-certificates/*.crt, e.g. a TLS-intercepting
-# proxy's) are installed into this local image only, and PIP_CERT / SSL_CERT_FILE / REQUESTS_CA_BUNDLE are
-# set so pip inside `docker build` trusts them. They never go into git.
+# 1. The official python:3.11-slim-bookworm, whenever `docker pull` gets it (or a genuine copy is
+#    already local and the registry is unreachable).
+# 2. Otherwise a registry-free stand-in under its OWN tag, catdog-base:bookworm (never the official
+#    name, which would hide the real image later): debootstrap (Debian 12 bookworm, minbase + python3,
+#    python3-venv, ca-certificates) imported with `docker import`. A stand-in that an older version of
+#    this script tagged with the official name is untagged.
 #
-# Usage: docker/build-base-image.sh [--force] [--tag NAME]
-#   --force    rebuild even if the tag already exists
-#   --tag      image name (default: $BASE_IMAGE or python:3.11-slim-bookworm)
-# Env: DEBIAN_MIRROR (default: the host's apt mirror, else http://deb.debian.org/debian),
-#      DEBIAN_SUITE (default bookworm), EXTRA_CA_DIR (default /usr/local/share/ca-certificates).
-# Needs root, docker and debootstrap (installed with apt-get when missing and running as root).
+# Nothing of the build machine's trust goes into either: no extra CA certificates, no PIP_CERT /
+# SSL_CERT_FILE / REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE. A build that needs the host's proxy CA gets it
+# in the Dockerfile's builder stage only (docker/build-ca/, see the Dockerfile).
+#
+# Usage: docker/build-base-image.sh [--force] [--no-pull] [--tag NAME]
+#   --force    rebuild the stand-in even if its tag exists
+#   --no-pull  do not try the registry (same as CATDOG_BASE_NO_PULL=1)
+#   --tag      stand-in tag (default catdog-base:bookworm)
+# Env: OFFICIAL_BASE_IMAGE (default python:3.11-slim-bookworm), DEBIAN_MIRROR (default: the host's apt
+#      mirror, else http://deb.debian.org/debian), DEBIAN_SUITE (default bookworm).
+# Needs docker; for the stand-in also root and debootstrap (installed with apt-get when missing).
 set -euo pipefail
 
-TAG="${BASE_IMAGE:-python:3.11-slim-bookworm}"
+OFFICIAL="${OFFICIAL_BASE_IMAGE:-python:3.11-slim-bookworm}"
+TAG="catdog-base:bookworm"
 FORCE=0
+PULL=1
+[[ "${CATDOG_BASE_NO_PULL:-0}" == "1" ]] && PULL=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --force) FORCE=1 ;;
+        --no-pull) PULL=0 ;;
         --tag) TAG="$2"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build-base-image: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 SUITE="${DEBIAN_SUITE:-bookworm}"
-EXTRA_CA_DIR="${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}"
 log() { echo "[build-base-image] $*" >&2; }
 die() { echo "[build-base-image] ERROR: $*" >&2; exit 1; }
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (apt-get install docker.io)"
 docker info >/dev/null 2>&1 || die "docker engine not reachable (start dockerd first; scripts/docker-smoke.sh does)"
 
+[[ "$TAG" != "$OFFICIAL" ]] || die "the stand-in must not carry the official name $OFFICIAL"
+
+STANDIN_MARK="catdog local base"
+is_standin() {  # $1: image; true if this script (any version) made it
+    docker history --no-trunc --format '{{.Comment}}' "$1" 2>/dev/null | grep -q "^$STANDIN_MARK"
+}
+# An older version of this script tagged its stand-in with the official name: take that name back.
+if docker image inspect "$OFFICIAL" >/dev/null 2>&1 && is_standin "$OFFICIAL"; then
+    # (Not re-tagged: those carried the build host's CA certificates.)
+    log "untagging $OFFICIAL: it is an old local stand-in, not the official image"
+    docker rmi "$OFFICIAL" >/dev/null
+fi
+
+if [[ "$PULL" -eq 1 ]]; then
+    log "trying the official base image: docker pull $OFFICIAL"
+    if pull_out=$(timeout 120 docker pull "$OFFICIAL" 2>&1); then
+        log "pulled $OFFICIAL"
+        echo "$OFFICIAL"
+        exit 0
+    fi
+    log "cannot pull $OFFICIAL: $(echo "$pull_out" | tail -n1)"
+    if docker image inspect "$OFFICIAL" >/dev/null 2>&1; then
+        log "using the official $OFFICIAL already present locally"
+        echo "$OFFICIAL"
+        exit 0
+    fi
+fi
+
 if [[ "$FORCE" -eq 0 ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
-    log "image $TAG already exists; skipping (use --force to rebuild)"
+    log "using the local stand-in $TAG (use --force to rebuild it)"
+    echo "$TAG"
     exit 0
 fi
+log "building the registry-free stand-in $TAG"
 
 [[ "$(id -u)" -eq 0 ]] || die "debootstrap needs root"
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -83,7 +122,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "debootstrap $SUITE (minbase) from $MIRROR into $ROOTFS"
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$SUITE" "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -n 40 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
 
@@ -93,20 +132,6 @@ deb $MIRROR $SUITE main
 deb $MIRROR $SUITE-updates main
 deb http://deb.debian.org/debian-security $SUITE-security main
 EOF
-
-CA_ENV=()
-shopt -s nullglob
-cas=("$EXTRA_CA_DIR"/*.crt)
-shopt -u nullglob
-if [[ ${#cas[@]} -gt 0 ]]; then
-    log "installing ${#cas[@]} extra CA certificate(s) from $EXTRA_CA_DIR into the local image only"
-    mkdir -p "$ROOTFS/usr/local/share/ca-certificates"
-    cp "${cas[@]}" "$ROOTFS/usr/local/share/ca-certificates/"
-    chroot "$ROOTFS" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in rootfs"
-    bundle=/etc/ssl/certs/ca-certificates.crt
-    CA_ENV=(--change "ENV PIP_CERT=$bundle" --change "ENV SSL_CERT_FILE=$bundle"
-            --change "ENV REQUESTS_CA_BUNDLE=$bundle" --change "ENV CURL_CA_BUNDLE=$bundle")
-fi
 
 # Keep it small: no package caches, lists, docs, man pages or locales.
 chroot "$ROOTFS" apt-get clean
@@ -123,11 +148,11 @@ log "importing as $TAG"
 tar --numeric-owner --xattrs -C "$ROOTFS" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
-    "${CA_ENV[@]}" \
     --change 'CMD ["python3"]' \
-    --message "catdog local base: debootstrap $SUITE minbase + python3 ($MIRROR)" \
+    --message "$STANDIN_MARK: debootstrap $SUITE minbase + python3 ($MIRROR)" \
     - "$TAG" >/dev/null
 
 END=$(date +%s)
 size=$(docker image inspect -f '{{.Size}}' "$TAG")
 log "built $TAG in $((END - START)) s ($((size / 1024 / 1024)) MiB); python: $(docker run --rm "$TAG" python3 -V 2>&1)"
+echo "$TAG"

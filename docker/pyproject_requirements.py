@@ -1,9 +1,11 @@
 """Print pyproject.toml's [project].dependencies as a pip requirements list (one source of truth).
 
-Usage: python3 pyproject_requirements.py PYPROJECT [--gpu]
-  --gpu  swap the `tensorflow` requirement for `tensorflow[and-cuda]` (same version pin), which pulls
-         the CUDA/cuDNN runtime wheels TensorFlow needs to use an NVIDIA GPU.
-Used by the Dockerfile's dependency stage; needs only the standard library (Python >= 3.11 for tomllib).
+Usage: python3 pyproject_requirements.py PYPROJECT [--cpu | --gpu]
+  --cpu  swap the `tensorflow` requirement for `tensorflow-cpu` (same version pin): the same TensorFlow
+         without the CUDA kernels, about half the size.
+  --gpu  swap it for `tensorflow[and-cuda]` (same version pin), which pulls the CUDA/cuDNN runtime
+         wheels TensorFlow needs to use an NVIDIA GPU.
+Used by scripts/lock.sh to make requirements/cpu.lock and gpu.lock; standard library only (tomllib).
 """
 
 import re
@@ -11,16 +13,18 @@ import sys
 
 import tomllib
 
+SWAPS = {"cpu": "tensorflow-cpu", "gpu": "tensorflow[and-cuda]"}
 
-def requirements(pyproject: str, gpu: bool = False) -> list[str]:
+
+def requirements(pyproject: str, variant: str | None = None) -> list[str]:
     with open(pyproject, "rb") as fh:
         deps = list(tomllib.load(fh)["project"]["dependencies"])
-    if gpu:
+    if variant is not None:
         # Plain `tensorflow` only: not `tensorflow-io`, not an existing `tensorflow[extra]`.
         tf = re.compile(r"^tensorflow(?=\s*(?:[=<>!~;]|$))", re.IGNORECASE)
-        swapped = [tf.sub("tensorflow[and-cuda]", d, count=1) for d in deps]
+        swapped = [tf.sub(SWAPS[variant], d, count=1) for d in deps]
         if swapped == deps:
-            sys.exit("pyproject_requirements: no plain `tensorflow` requirement to swap for --gpu")
+            sys.exit(f"pyproject_requirements: no plain `tensorflow` requirement to swap for --{variant}")
         deps = swapped
     return deps
 
@@ -29,4 +33,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if not args or args[0].startswith("-"):
         sys.exit(__doc__)
-    print("\n".join(requirements(args[0], gpu="--gpu" in args[1:])))
+    flags = [a.removeprefix("--") for a in args[1:]]
+    unknown = [f for f in flags if f not in SWAPS]
+    if unknown or len(flags) > 1:
+        sys.exit(__doc__)
+    print("\n".join(requirements(args[0], flags[0] if flags else None)))

