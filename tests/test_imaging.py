@@ -152,3 +152,61 @@ def test_same_bytes_same_array() -> None:
     """Training and serving call the same function; it must be a pure function of the bytes."""
     data = solid(RED, size=(300, 200), fmt="JPEG")
     assert np.array_equal(load_model_input(data, 64, BIG), load_model_input(data, 64, BIG))
+
+
+# --- decode budget: bytes of the decoded mode, estimated from the header -------------------------
+
+
+def test_decode_cost_is_bytes_of_the_decoded_mode_plus_conversion_copies() -> None:
+    from catdog.imaging import decode_cost, probe_image
+
+    def cost(image: Image.Image, fmt: str = "PNG") -> int:
+        return decode_cost(probe_image(encode(image, fmt), BIG))
+
+    pixels = 300 * 200
+    assert cost(Image.new("RGB", (300, 200))) == pixels * 3
+    assert cost(Image.new("I;16", (300, 200))) == pixels * 2  # resized in its own mode: no copies
+    assert cost(Image.new("L", (300, 200))) == pixels * (1 + 3)
+    assert cost(Image.new("RGBA", (300, 200))) == pixels * (4 + 4 + 4 + 3)
+    assert cost(Image.fromarray(np.zeros((200, 300), np.float32), "F"), "TIFF") == pixels * 4
+
+
+def test_progressive_jpeg_counts_its_full_size_coefficients() -> None:
+    from catdog.imaging import decode_cost, probe_image
+
+    image = Image.new("RGB", (1600, 1200), BLUE)
+    baseline = probe_image(encode(image, "JPEG"), BIG, draft_size=(32, 32))
+    progressive = probe_image(encode(image, "JPEG", progressive=True), BIG, draft_size=(32, 32))
+    assert baseline.size == progressive.size == (200, 150)
+    assert decode_cost(baseline) == 200 * 150 * 3
+    # 4:2:0 subsampling: 1.5 samples per pixel, 2 bytes each, at full size, whatever the draft scale.
+    assert decode_cost(progressive) == 200 * 150 * 3 + int(1600 * 1200 * 1.5 * 2)
+
+
+def test_over_budget_is_a_too_large_error_naming_the_budget() -> None:
+    from catdog.imaging import ImageOverBudgetError
+
+    data = encode(Image.new("RGBA", (100, 100)), "PNG")
+    with pytest.raises(ImageOverBudgetError, match="decode memory budget of 100000 bytes") as info:
+        load_model_input(data, 8, BIG, max_decode_bytes=100_000)
+    assert isinstance(info.value, ImageTooLargeError)
+    assert load_model_input(data, 8, BIG, max_decode_bytes=200_000).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_depth_resized_first_matches_converting_first(mode: str) -> None:
+    """The small-memory path (resize in the image's own mode, then map to 8 bits) agrees with mapping
+    the full image first to within rounding."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65535, size=(90, 120)).astype(np.float64)
+    if mode == "F":
+        image = Image.fromarray((values / 65535).astype(np.float32), "F")  # a 0..1 float image
+    elif mode == "I":
+        image = Image.fromarray(values.astype(np.int32), "I")
+    else:
+        image = Image.fromarray(values.astype(np.uint16))  # mode I;16
+    data = encode(image, "TIFF")
+    fast = load_model_input(data, 16, BIG)
+    slow = np.asarray(to_rgb(open_image(data, BIG)).resize((16, 16), Image.Resampling.BILINEAR))
+    assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
+    assert fast.mean() > 100  # the range is mapped, not clipped to black or white

@@ -1,0 +1,159 @@
+"""Hostile and heavy images through the API: the decode budget in bytes, JPEG draft mode before the
+pixel limit, bombs refused before decoding, and the contract details (HEAD, multipart framing)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.admission import DecodeBudget
+from tests.images import BLUE, encode, red_png
+from tests.test_api import assert_error
+
+MiB = 1024 * 1024
+
+
+def big_jpeg(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    return encode(Image.new(mode, size, BLUE if mode == "RGB" else 90), "JPEG", quality=70)
+
+
+def post_image(client: TestClient, data: bytes, content_type: str = "image/png"):  # type: ignore[no-untyped-def]
+    return client.post("/predict", content=data, headers={"Content-Type": content_type})
+
+
+@pytest.mark.slow
+def test_phone_sized_jpegs_answer_200(client: TestClient) -> None:
+    """48 MP (8000x6000) and 108 MP (12000x9000) are over the 40 MP default, but JPEG decodes them at
+    1/8 scale: the limit applies to the pixels actually decoded."""
+    for size, mode in (((8000, 6000), "RGB"), ((12000, 9000), "L")):
+        response = post_image(client, big_jpeg(size, mode), "image/jpeg")
+        assert response.status_code == 200, (size, response.text)
+
+
+def test_pixel_limit_applies_after_draft_scaling_but_not_to_png(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(max_image_pixels=1_000_000)
+    jpeg = big_jpeg((2400, 1800))  # 4.3 MP; the tiny model's 32 px input lets it decode at 300x225
+    assert post_image(client, jpeg, "image/jpeg").status_code == 200
+    png = encode(Image.new("1", (2400, 1800)), "PNG")  # no reduced decode: refused from its header
+    body = assert_error(post_image(client, png), 413, "image_too_large")
+    assert body["error"]["details"] == {"max_image_pixels": 1_000_000}
+    assert "2400x1800" in body["error"]["message"]
+
+
+def test_decode_budget_counts_bytes_per_pixel_not_pixels(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(decode_memory_bytes=8 * MiB)
+    sixteen_bit = encode(Image.new("I;16", (1400, 1400), 30000), "PNG")  # 2 bytes/pixel: 3.9 MB
+    rgba = encode(Image.new("RGBA", (1400, 1400), (*BLUE, 128)), "PNG")  # same pixels, ~15 bytes each
+    assert post_image(client, sixteen_bit).status_code == 200
+    body = assert_error(post_image(client, rgba), 413, "image_too_large")
+    assert body["error"]["details"] == {"decode_memory_bytes": 8 * MiB}
+    assert "decode memory budget" in body["error"]["message"]
+
+
+def test_16_bit_and_float_images_keep_their_range(client: TestClient) -> None:
+    """Resized in their own mode, then mapped to 8 bits: a 16-bit white stays white, a 0..1 float too."""
+    white16 = encode(Image.new("I;16", (3000, 2000), 65535), "PNG")
+    floats = Image.fromarray(np.full((300, 200), 1.0, dtype=np.float32), "F")
+    for data in (white16, encode(floats, "TIFF")):
+        response = post_image(client, data, "application/octet-stream")
+        assert response.status_code == 200, response.text
+
+
+def test_batch_files_are_decoded_within_the_budget(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(decode_memory_bytes=8 * MiB)
+    budget: DecodeBudget = client.app.state.service.decode_budget  # type: ignore[attr-defined]
+    peak = 0
+    take = budget._take
+
+    def recording_take(nbytes: int) -> None:
+        nonlocal peak
+        take(nbytes)
+        peak = max(peak, budget.used)
+
+    monkeypatch.setattr(budget, "_take", recording_take)
+    image = encode(Image.new("I;16", (1400, 1400), 30000), "PNG")  # 3.9 MB each: two fit at once
+    files = [("files", (f"{i}.png", image, "image/png")) for i in range(5)]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 5
+    assert 0 < peak <= 8 * MiB
+    assert budget.used == 0
+
+
+def test_decode_budget_waits_first_come_first_served() -> None:
+    async def scenario() -> list[str]:
+        budget = DecodeBudget(10)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def decode(name: str, nbytes: int, hold: bool = False) -> None:
+            async with budget.hold(nbytes):
+                order.append(name)
+                assert budget.used <= budget.capacity
+                if hold:
+                    await release.wait()
+
+        first = asyncio.create_task(decode("first", 6, hold=True))
+        await asyncio.sleep(0)
+        big = asyncio.create_task(decode("big", 8))  # waits: 6 + 8 > 10
+        await asyncio.sleep(0)
+        small = asyncio.create_task(decode("small", 2))  # would fit, but does not overtake "big"
+        cancelled = asyncio.create_task(decode("cancelled", 1))
+        await asyncio.sleep(0.01)
+        assert order == ["first"]
+        cancelled.cancel()
+        release.set()
+        await asyncio.gather(first, big, small, return_exceptions=True)
+        assert budget.used == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["first", "big", "small"]
+
+
+def test_head_on_health_and_readiness(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+def test_multipart_without_closing_boundary_is_400(client: TestClient) -> None:
+    part = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + red_png() + b"\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+    for body in (part, part[: len(part) // 2]):
+        assert_error(client.post("/predict", content=body, headers=headers), 400, "malformed_multipart")
+    closed = client.post("/predict", content=part + b"--b0undary--\r\n", headers=headers)
+    assert closed.status_code == 200, closed.text
+    # The field really missing (body complete) stays a 422.
+    other = part.replace(b'name="file"', b'name="photo"') + b"--b0undary--\r\n"
+    assert_error(client.post("/predict", content=other, headers=headers), 422, "validation_error")
+
+
+def test_batch_schema_requires_at_least_one_file(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["schema"]["properties"]["files"]["minItems"] == 1
+    assert "head" in schema["paths"]["/healthz"] and "head" in schema["paths"]["/readyz"]
+
+
+def test_jpeg_bomb_is_refused_even_at_one_eighth_scale(client: TestClient) -> None:
+    # 65000x65000 declared: 1/8 scale is still 8125x8125 = 66 MP. Only the header is built here.
+    header = io.BytesIO()
+    Image.new("L", (16, 16)).save(header, "JPEG")
+    data = bytearray(header.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (65000).to_bytes(2, "big") * 2
+    assert_error(post_image(client, bytes(data), "image/jpeg"), 413, "image_too_large")

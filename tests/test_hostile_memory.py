@@ -1,0 +1,81 @@
+"""Memory amplification: eight 6320x6320 16-bit PNGs at once against a real server process.
+
+Each is about 90 KB on the wire and 80 MB decoded; before the decode budget, eight of them drove the
+server to 7.9 GB. The server runs as `python -m app serve` (the process operators run) and its RSS is
+read from outside (psutil) while the uploads are decoded. Latency figures: benchmarks/soak.py
+(`--scenario png16`); this test asserts only the memory bound.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from benchmarks.soak import RssSampler, png16
+from tests.conftest import REPO_ROOT
+from tests.images import red_png
+from tests.servers import free_port, wait_ready
+
+MiB = 1024 * 1024
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def served(tiny_model_dir: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CATDOG_MODEL_DIR": str(tiny_model_dir),
+        "CATDOG_PORT": str(port),
+        "CATDOG_AUTO_TRAIN": "false",
+        "CATDOG_LOG_LEVEL": "WARNING",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, timeout=120)
+        yield base_url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_eight_16_bit_pngs_at_once_keep_rss_growth_under_300_mb(served: tuple[str, int]) -> None:
+    base_url, pid = served
+    bomb = png16(6320)
+    assert len(bomb) < 200_000  # small on the wire...
+    with httpx.Client(base_url=base_url, timeout=120) as client:  # ...and a warm server to start from
+        assert client.post("/predict", content=red_png(), headers={"Content-Type": "image/png"}).is_success
+
+    def send(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{base_url}/predict", content=bomb, headers={"Content-Type": "image/png"}, timeout=120
+        )
+
+    sampler = RssSampler(pid, interval=0.01)
+    sampler.start()
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(8)))
+    sampler.stop()
+
+    assert [response.status_code for response in responses] == [200] * 8, responses[0].text
+    growth = sampler.peak - sampler.before
+    # Without the budget: ~1 GB per image. With it: at most 3 decodes of 80 MB at once (256 MiB budget).
+    assert growth < 300 * MiB, f"RSS grew by {growth / MiB:.0f} MB (before {sampler.before / MiB:.0f} MB)"
+    assert sampler.peak > sampler.before  # the sampler did see the server work
+    assert psutil.Process(pid).is_running()
