@@ -1,0 +1,86 @@
+"""The peer apps of benchmarks/peers answer like catdog on real photos (same model, same decoding).
+
+Light on purpose: the naive FastAPI app runs here; BentoML and LitServe only where their venvs exist
+(`python -m benchmarks.peers.run` creates them under ~/.cache/catdog-bench): CI installs neither.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from benchmarks.peers import run as runner
+from tests.conftest import real_photos
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def naive_client(tiny_pet_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("PEER_MODEL_DIR", str(tiny_pet_model_dir))
+    monkeypatch.setenv("PEER_RUNTIME", "tensorflow")
+    from benchmarks.peers.naive_fastapi import app
+
+    with TestClient(app) as client:
+        yield client
+
+
+def test_naive_app_answers_like_catdog(naive_client: TestClient, pet_client: TestClient) -> None:
+    for path, _ in real_photos(2):
+        files = {"file": (path.name, path.read_bytes(), "image/jpeg")}
+        naive = naive_client.post("/predict", files=files)
+        catdog = pet_client.post("/predict", files=files)
+        assert naive.status_code == 200 and catdog.status_code == 200
+        assert naive.json()["label"] == catdog.json()["label"]
+        assert naive.json()["probabilities"]["dog"] == pytest.approx(
+            catdog.json()["probabilities"]["dog"], abs=1e-6
+        )
+        assert naive.json()["pet_score"] == pytest.approx(catdog.json()["pet_score"], abs=1e-6)
+
+
+def test_naive_app_refuses_a_non_image(naive_client: TestClient) -> None:
+    response = naive_client.post("/predict", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+    assert response.status_code == 400
+
+
+def test_runner_multipart_body_is_what_a_server_parses(naive_client: TestClient) -> None:
+    photo = real_photos(1)[0][0].read_bytes()
+    body = runner.multipart(photo, "file")
+    response = naive_client.post(
+        "/predict", content=body, headers={"content-type": f"multipart/form-data; boundary={runner.BOUNDARY}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_tree_rss_counts_a_live_process() -> None:
+    assert runner.tree_rss(os.getpid()) > 10 * 2**20
+    assert runner.tree_rss(2**22 + 12345) == 0  # no such process
+
+
+@pytest.mark.parametrize("peer", sorted(runner.PEER_PACKAGES))
+def test_peer_in_its_venv_answers(peer: str, tiny_pet_model_dir: Path) -> None:
+    if runner.ensure_venv(peer, install=False) is None:
+        pytest.skip(f"no {peer} venv under {runner.CACHE} (python -m benchmarks.peers.run creates it)")
+    system = runner.systems([peer], "tensorflow", tiny_pet_model_dir, install=False)[peer]
+    server = runner.Server(system)
+    try:
+        server.wait(timeout=240)
+        photo = real_photos(1)[0][0].read_bytes()
+        response = httpx.post(
+            server.base + system.predict_path,
+            content=runner.multipart(photo, system.field_name),
+            headers={"content-type": f"multipart/form-data; boundary={runner.BOUNDARY}"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        answer = answer[0] if isinstance(answer, list) else answer
+        assert answer["label"] in ("cat", "dog")
+        assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    finally:
+        server.stop()
