@@ -19,6 +19,12 @@ from app.uploads import Upload, check_size
 # The name clients address the model by: /v2/models/catdog/infer, /v1/models/catdog:predict.
 MODEL_NAME = "catdog"
 
+# A real 8x8 PNG in base64, for the documentation's request examples (Swagger UI's "Try it out"
+# and schemathesis send them as they are).
+EXAMPLE_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UWHDgA0wMeAAg1MCAC2LAYx3v6XkAAAAAElFTkSuQmCC"
+)
+
 
 class ProtocolError(Exception):
     """An error rendered the way these protocols do: the status code and `{"error": message}`."""

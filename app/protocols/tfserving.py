@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.protocols.common import (
+    EXAMPLE_PNG_B64,
     MODEL_NAME,
     ProtocolError,
     answer,
@@ -57,8 +58,8 @@ class PredictRequest(BaseModel):
         extra="allow",
         json_schema_extra={
             "examples": [
-                {"instances": [{"b64": "<base64 JPEG>"}, {"b64": "<base64 PNG>"}]},
-                {"signature_name": "serving_default", "inputs": {"image_bytes": [{"b64": "<base64 JPEG>"}]}},
+                {"instances": [{"b64": EXAMPLE_PNG_B64}, {"b64": EXAMPLE_PNG_B64}]},
+                {"signature_name": "serving_default", "inputs": {"image_bytes": [{"b64": EXAMPLE_PNG_B64}]}},
                 {"instances": [[[[200, 30, 30], [190, 40, 35]], [[210, 25, 30], [205, 28, 33]]]]},
             ]
         },
@@ -128,14 +129,19 @@ _PREDICT_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "signature_name": {"type": "string"},
-                        "instances": {"type": "array", "items": {}},
-                        "inputs": {},
+                        "signature_name": {"type": "string", "enum": ["serving_default", ""]},
+                        "instances": {"type": "array", "items": {}, "minItems": 1},
+                        "inputs": {"type": ["object", "array"]},
                     },
+                    # Row or columnar: exactly one of the two.
+                    "oneOf": [
+                        {"required": ["instances"], "not": {"required": ["inputs"]}},
+                        {"required": ["inputs"], "not": {"required": ["instances"]}},
+                    ],
                 },
                 "examples": {
-                    "row": {"value": {"instances": [{"b64": "<base64 JPEG>"}]}},
-                    "columnar": {"value": {"inputs": {"image_bytes": [{"b64": "<base64 JPEG>"}]}}},
+                    "row": {"value": {"instances": [{"b64": EXAMPLE_PNG_B64}]}},
+                    "columnar": {"value": {"inputs": {"image_bytes": [{"b64": EXAMPLE_PNG_B64}]}}},
                     "pixels": {
                         "value": {
                             "instances": [[[[200, 30, 30], [190, 40, 35]], [[210, 25, 30], [205, 28, 33]]]]
@@ -237,6 +243,18 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 
 
+# The :predict routes first: a GET, PUT or OPTIONS on .../catdog:predict then answers 405 with
+# `Allow: POST`, not the model status route's `Allow: GET`.
+@router.post("/{name}:predict", **_PREDICT_DOC)
+async def predict(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _predict(request, name, None))
+
+
+@router.post("/{name}/versions/{version}:predict", **_PREDICT_DOC)
+async def predict_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _predict(request, name, version))
+
+
 @router.get("/{name}", **_STATUS_DOC)
 async def model_status(request: Request, name: NameParam) -> Response:
     return await answer(lambda: _status(request, name, None))
@@ -257,16 +275,6 @@ async def model_version_metadata(request: Request, name: NameParam, version: Ver
     return await answer(lambda: _metadata(request, name, version))
 
 
-@router.post("/{name}:predict", **_PREDICT_DOC)
-async def predict(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _predict(request, name, None))
-
-
-@router.post("/{name}/versions/{version}:predict", **_PREDICT_DOC)
-async def predict_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _predict(request, name, version))
-
-
 # --- predict ---------------------------------------------------------------------------------------------
 
 
@@ -281,8 +289,10 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
         raise ProtocolError(400, f"JSON Parse error: {exc}") from exc
     if not isinstance(document, dict):
         raise ProtocolError(400, "the request body must be a JSON object with 'instances' or 'inputs'")
-    signature = document.get("signature_name")
-    if signature not in (None, "", SIGNATURE):
+    signature = document.get("signature_name", "")
+    if not isinstance(signature, str):
+        raise ProtocolError(400, "'signature_name' must be a string")
+    if signature not in ("", SIGNATURE):
         raise ProtocolError(400, f'Serving signature name: "{signature}" not found in signature def')
     row = "instances" in document
     if row == ("inputs" in document):

@@ -31,8 +31,10 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from app.protocols.common import (
+    EXAMPLE_PNG_B64,
     MODEL_NAME,
     ProtocolError,
     answer,
@@ -59,7 +61,8 @@ EXTENSIONS = ["binary_tensor_data"]
 
 
 class InferParameters(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Strict: 0 is not false, "1" is not 1 (the schema says boolean and integer).
+    model_config = ConfigDict(extra="allow", strict=True)
     binary_data_size: int | None = Field(
         None, ge=0, description="Binary-data extension: bytes after the JSON"
     )
@@ -68,28 +71,35 @@ class InferParameters(BaseModel):
 
 
 class RequestInput(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str = Field(description="`image` (BYTES) or `pixels` (UINT8)", examples=["image"])
     shape: list[Annotated[int, Field(ge=0)]] = Field(examples=[[1]])
     datatype: str = Field(examples=["BYTES"])
     parameters: InferParameters | None = None
-    data: JsonValue = Field(
-        None, description="Row-major, flat or nested; absent when the tensor is sent as binary data"
+    data: list[JsonValue] | SkipJsonSchema[None] = Field(
+        None,
+        json_schema_extra={"minItems": 1},
+        description="Row-major, flat or nested; absent when the tensor is sent as binary data",
     )
 
 
 class RequestOutput(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str = Field(examples=["label"])
     parameters: InferParameters | None = None
 
 
 class InferRequest(BaseModel):
     model_config = ConfigDict(
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
                     "id": "42",
                     "inputs": [
-                        {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["<base64 JPEG>"]}
+                        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [EXAMPLE_PNG_B64]}
                     ],
                 },
                 {
@@ -104,7 +114,7 @@ class InferRequest(BaseModel):
                     "outputs": [{"name": "label"}],
                 },
             ]
-        }
+        },
     )
     id: str | None = None
     parameters: InferParameters | None = None
@@ -285,7 +295,14 @@ _READY_DOC: dict[str, Any] = {
 _INFER_DOC: dict[str, Any] = {
     "summary": "Classify images: BYTES (encoded) or UINT8 [N,H,W,3] (pixels) input",
     "response_model": InferResponse,
-    "responses": _errors(400, 404, 413, 415, 503),
+    "responses": {
+        200: {
+            "description": "The outputs: JSON, or with binary outputs requested the JSON header (its length "
+            "in `Inference-Header-Content-Length`) followed by the outputs' bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **_errors(400, 404, 413, 415, 503),
+    },
     "openapi_extra": _INFER_BODY,
 }
 
@@ -333,6 +350,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         document = InferRequest.model_validate_json(header)
     except ValidationError as exc:
         raise ProtocolError(400, f"invalid inference request: {_first_problem(exc)}") from exc
+    except (TypeError, ValueError) as exc:  # a validator that met a type it did not expect
+        raise ProtocolError(400, f"invalid inference request: {exc}") from exc
     if len(document.inputs) != 1:
         raise ProtocolError(
             400,
