@@ -30,6 +30,7 @@ from catdog.runtimes import (
     choose_derived,
     load_runner,
     outputs_of,
+    runtime_threads,
 )
 
 
@@ -139,9 +140,24 @@ def load_exported_model(model_dir: Path | str, runtime: str = TENSORFLOW) -> Exp
     return _load_tensorflow(model_dir, metadata, started, reason)
 
 
+def _set_tensorflow_threads(tf: Any) -> None:
+    """Intra-op threads = `runtime_threads()` (the CPUs we may use), inter-op at most 2: one graph runs
+    at a time. Only possible before TensorFlow's first op; a process that already ran one keeps its own."""
+    try:
+        threads = runtime_threads()
+    except RuntimeUnavailableError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass
+
+
 def _load_tensorflow(model_dir: Path, metadata: ModelMetadata, started: float, reason: str) -> ExportedModel:
     import tensorflow as tf  # imported late: it takes seconds, and only loading a model needs it
 
+    _set_tensorflow_threads(tf)
     try:
         loaded = tf.saved_model.load(str(model_dir))
         signature = loaded.signatures[SIGNATURE_NAME]
