@@ -4,7 +4,7 @@
         [--concurrency 1 8 32] [--rounds 3] [--seconds 10] [--runtime auto] [--json out.json]
 
 - Peers' packages live in their own venvs under ~/.cache/catdog-bench/<peer> (created on first use:
-  `pip install bentoml` / `litserve`, constrained to the project venv's versions of shared packages;
+  `pip install bentoml` / `litserve`, with the project venv's numpy and Pillow versions;
   a .pth file makes the project's packages and this repo importable there). Nothing is added to the
   project's dependencies. `--no-install` skips peers whose venv is missing instead.
 - Load comes from `hey` (Debian: `apt-get install hey`), a Go client that costs little CPU, sending
@@ -49,6 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 CACHE = Path(os.environ.get("CATDOG_BENCH_CACHE", Path.home() / ".cache" / "catdog-bench"))
 BOUNDARY = "catdogbenchboundary"
+SHARED_PINS = ("numpy", "pillow")
 PEER_PACKAGES = {"bentoml": ["bentoml>=1.3"], "litserve": ["litserve>=0.2"]}
 
 
@@ -84,10 +85,13 @@ def ensure_venv(peer: str, install: bool) -> Path | None:
         check=True,
     ).stdout
     constraints = CACHE / f"{peer}-constraints.txt"
-    constraints.write_text("\n".join(line for line in freeze.splitlines() if "==" in line) + "\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES[peer], "-c", str(constraints)], check=True
-    )
+    # The packages whose compiled parts the model's code shares with the peer: same versions. (Pinning
+    # every shared package sends pip's resolver back to old BentoML releases that no longer build.)
+    pinned = [line for line in freeze.splitlines() if line.lower().split("==")[0] in SHARED_PINS]
+    constraints.write_text("\n".join(pinned) + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], check=True)
+    install = [str(python), "-m", "pip", "install", "-q", "--only-binary=:all:", "-c", str(constraints)]
+    subprocess.run([*install, *PEER_PACKAGES[peer]], check=True)
     site_packages = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
