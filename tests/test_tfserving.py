@@ -139,6 +139,7 @@ def test_unknown_model_is_404_as_in_the_docs(client: TestClient) -> None:
         ({"instances": [{"tag": "foo"}]}, 400, "expected one named input"),
         ({"instances": [b64(red_png())] * 40}, 413, "over the limit of 32"),
         ([1, 2], 400, "JSON object"),
+        ({"signature_name": None, "instances": [b64(red_png())]}, 400, "must be a string"),
     ],
 )
 def test_bad_requests_get_tf_serving_errors(client: TestClient, body: Any, status: int, message: str) -> None:

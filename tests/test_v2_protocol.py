@@ -266,6 +266,17 @@ RED_B64 = base64.b64encode(red_png()).decode()
             "holds 3",
         ),
         ({**image_request(RED_B64), "outputs": [{"name": "logits"}]}, 400, "unknown output 'logits'"),
+        # Found by schemathesis: a null tensor was a 500.
+        (
+            {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": None}]},
+            400,
+            "neither 'data'",
+        ),
+        (
+            {**image_request(RED_B64), "parameters": {"binary_data_output": 0}},
+            400,
+            "invalid inference request",
+        ),
     ],
 )
 def test_bad_requests_get_protocol_errors(
