@@ -39,6 +39,12 @@ Models with a "pet" head also answer `pet_score`, the probability that the photo
 dog at all, and `is_cat_or_dog` (`pet_score` at or above the configured threshold); both are
 `null` for models without it. `label` and `probabilities` are always the cat-vs-dog answer.
 
+Other clients' protocols, on the same decoding, limits and batcher: KServe's **Open Inference
+Protocol (V2)** under `/v2` (Triton clients work, binary data included) and **TensorFlow Serving's
+REST API** under `/v1/models/catdog`; their errors are the protocols' own `{"error": "..."}`. The
+web page at `/` classifies dropped photos; `catdog predict PHOTO...` and `catdog.client` are the
+command-line and Python clients.
+
 Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
 """
 
