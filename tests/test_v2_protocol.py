@@ -343,3 +343,16 @@ def test_not_ready_is_503_with_retry_after(tiny_model_dir: Path) -> None:
     assert infer.status_code == 503 and isinstance(infer.json()["error"], str)
     assert infer.headers["retry-after"] == "4"
     assert client.get("/v2/health/live").json() == {"live": True}
+
+
+def test_huge_json_tensors_are_refused_before_parsing(server: str) -> None:
+    values = 4_000_001  # one over MAX_JSON_VALUES: 8 MB of "0," that would parse into ~100 MB of objects
+    data = b"[" + b"0," * values + b"0]"
+    head = b'{"inputs": [{"name": "pixels", "shape": [1, 1, %d, 3], "datatype": "UINT8", "data": ' % (
+        values + 1
+    )
+    response = raw_infer(server, head + data + b"}]}")
+    assert response.status_code == 413
+    assert "send pixel tensors as binary data" in response.json()["error"]
+    tf = httpx.post(f"{server}/v1/models/{MODEL}:predict", content=b'{"instances": ' + data + b"}")
+    assert tf.status_code == 413 and "binary data" in tf.json()["error"]

@@ -89,6 +89,23 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return data
 
 
+# Numbers in JSON tensors cost ~8-24 bytes each once parsed (a Python list, then an array), against 2-4
+# bytes on the wire: a body of small integers at the size limit would take a gigabyte to parse. This
+# many values is 26 images at 224x224x3; bigger pixel tensors go as binary data (V2) or encoded images.
+MAX_JSON_VALUES = 4_000_000
+
+
+def check_json_values(document: bytes) -> None:
+    """413 before parsing a JSON document with more than MAX_JSON_VALUES list items (counted by commas;
+    base64 strings have none)."""
+    if document.count(b",") > MAX_JSON_VALUES:
+        raise ProtocolError(
+            413,
+            f"the JSON body holds more than {MAX_JSON_VALUES} values: send pixel tensors as binary data "
+            "(V2) or images as encoded bytes",
+        )
+
+
 def body_limit(service: PredictionService) -> int:
     """Largest (inflated) protocol body: a full batch request, base64 included."""
     return service.settings.max_batch_request_bytes * 4 // 3 + 64 * 1024

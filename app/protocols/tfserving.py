@@ -31,6 +31,7 @@ from app.protocols.common import (
     answer,
     as_uint8_tensor,
     body_limit,
+    check_json_values,
     predict_encoded,
     probabilities_matrix,
     read_body,
@@ -283,6 +284,7 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     _check(name, version)
     service = ready_service(request)
     body = await read_body(request, body_limit(service))
+    check_json_values(body)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

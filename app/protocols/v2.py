@@ -40,6 +40,7 @@ from app.protocols.common import (
     answer,
     as_uint8_tensor,
     body_limit,
+    check_json_values,
     check_model,
     inline_schema,
     predict_encoded,
@@ -346,6 +347,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     check_model(name, version, service.model.version, "model")
     body = await read_body(request, body_limit(service))
     header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+    check_json_values(header)
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as exc:
