@@ -11,6 +11,9 @@
   draining       once the server is shutting down, a body still being read ends with 503
                  `shutting_down` instead of holding up the shutdown
 
+It also answers HEAD on every GET route (as GET; uvicorn leaves the body out), which FastAPI's
+GET routes do not do by themselves.
+
 `DecodeBudget` bounds the memory of concurrent image decodes: each decode holds its estimated
 bytes (`catdog.imaging.decode_cost`) while it runs, and waits (first come, first served) while the
 budget is spent.
@@ -146,6 +149,11 @@ class AdmissionMiddleware:
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # uvicorn keeps its own scope (method HEAD) and sends no body; outer middleware, the
+            # access log and the metrics still see HEAD.
+            await self.app({**scope, "method": "GET"}, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] not in _GUARDED_METHODS:
             await self.app(scope, receive, send)
             return

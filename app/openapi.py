@@ -45,7 +45,8 @@ REST API** under `/v1/models/catdog`; their errors are the protocols' own `{"err
 web page at `/` classifies dropped photos; `catdog predict PHOTO...` and `catdog.client` are the
 command-line and Python clients.
 
-Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`.
+Every error is JSON: `{"error": {"code", "message", "details"}, "request_id"}`. Every `GET` route
+also answers `HEAD` (headers only), e.g. `HEAD /healthz` for load balancers.
 """
 
 ASSETS_URL = "/static/swagger-ui"
@@ -102,8 +103,13 @@ _PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
         "undecodable_image",
         "'cat.jpg': the upload is not a decodable image; supported formats: JPEG, PNG, GIF, WEBP, BMP, TIFF",
     ),
+    408: _error_doc(
+        "The request body did not arrive within CATDOG_BODY_TIMEOUT_SECONDS",
+        "body_timeout",
+        "the request body did not arrive within 60 s",
+    ),
     413: _error_doc(
-        "Upload over the byte or pixel limit, or too many files",
+        "Upload over the byte, pixel or decode-memory limit, or too many files",
         "payload_too_large",
         "'cat.jpg' is 12582912 bytes, over the limit of 10485760 bytes",
     ),
@@ -114,9 +120,10 @@ _PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
     ),
     422: _error_doc("Missing form field", "validation_error", "multipart field 'file' is missing"),
     503: _error_doc(
-        "Queue full or model not ready; see Retry-After",
+        "At capacity (CATDOG_MAX_IN_FLIGHT requests, or a full queue), not ready, or shutting down; "
+        "see Retry-After",
         "overloaded",
-        "the service is at capacity: 256 images are waiting (limit 256); retry shortly",
+        "the service is at capacity: 64 requests in flight; retry shortly",
     ),
 }
 
@@ -142,17 +149,6 @@ READYZ: dict[str, Any] = {
     "responses": {503: {"model": ErrorResponse, "description": "Not ready"}},
     "tags": ["operations"],
     "summary": "Readiness: model loaded, warmed up, batcher running",
-}
-# HEAD answers what GET would, headers only (load balancers and uptime checks use it).
-HEAD_HEALTHZ: dict[str, Any] = {
-    **HEALTHZ,
-    "summary": "Liveness (headers only)",
-    "operation_id": "healthz_head",
-}
-HEAD_READYZ: dict[str, Any] = {
-    **READYZ,
-    "summary": "Readiness (headers only): 200 or 503",
-    "operation_id": "readyz_head",
 }
 METADATA: dict[str, Any] = {
     "tags": ["operations"],

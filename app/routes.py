@@ -50,13 +50,11 @@ async def predict_batch(request: Request, service: ServiceDep) -> BatchPredictio
 
 
 @router.get("/healthz", **openapi.HEALTHZ)
-@router.head("/healthz", **openapi.HEAD_HEALTHZ)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get("/readyz", **openapi.READYZ)
-@router.head("/readyz", **openapi.HEAD_READYZ)
 async def readyz(service: ServiceDep) -> Readiness:
     return service.readiness()
 
