@@ -101,6 +101,7 @@ def test_health_server_and_model_metadata(client: triton.InferenceServerClient, 
         ("probabilities", "FP32", [-1, 2]),
         ("label", "BYTES", [-1]),
     ]
+    assert client.get_model_metadata(MODEL, model_version=version) == metadata
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("resnet50")
     assert caught.value.status() == "404"

@@ -154,6 +154,41 @@ def test_keyboard_reaches_the_file_picker(page: object) -> None:
     assert page.evaluate("getComputedStyle(document.getElementById('files')).display") != "none"  # type: ignore[attr-defined]
 
 
+CONTRAST_JS = """selector => {
+    const luminance = rgb => {
+        const [r, g, b] = rgb.match(/[0-9.]+/g).slice(0, 3).map(Number).map(v => v / 255)
+            .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const background = element => {
+        for (let e = element; e; e = e.parentElement) {
+            const color = getComputedStyle(e).backgroundColor;
+            const alpha = color.startsWith("rgba") ? Number(color.match(/[0-9.]+/g)[3]) : 1;
+            if (alpha > 0) return color;
+        }
+        return "rgb(255, 255, 255)";
+    };
+    return Array.from(document.querySelectorAll(selector)).map(element => {
+        const [a, b] = [luminance(getComputedStyle(element).color), luminance(background(element))];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    });
+}"""
+
+
+def test_text_contrast_meets_wcag_aa(page: object, tmp_path: Path) -> None:
+    """Every kind of text on the page, answers and errors included, has a contrast ratio of at
+    least 4.5:1 against its background (WCAG 2 AA for normal text)."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    photos = [path for path, _ in real_photos(per_class=1)]
+    page.set_input_files("#files", [str(p) for p in photos] + [str(broken)])  # type: ignore[attr-defined]
+    shown_labels(page, len(photos) + 1)
+    selectors = "h1, h2, p, .button, .label.cat, .label.dog, .confidence, .flag, .name, .latency, .error, a"
+    ratios = page.evaluate(CONTRAST_JS, selectors)  # type: ignore[attr-defined]
+    assert len(ratios) > 10
+    assert min(ratios) >= 4.5, f"lowest contrast ratio {min(ratios):.2f}"
+
+
 def test_screenshot_for_the_readme(page: object) -> None:
     """Writes docs/web-page.png when CATDOG_SCREENSHOT=1 (the README shows it)."""
     if os.environ.get("CATDOG_SCREENSHOT") != "1":
