@@ -5,7 +5,7 @@ exit code that says which kind it was:
 
   2  invalid settings or arguments (CATDOG_* variables, flags), or no usable model: missing (and
      none can be trained) or a broken export (metadata.json, saved_model.pb, variables), found
-     before any client can connect
+     before the port accepts connections
   4  the address cannot be listened on (port in use, not permitted); checked before the model loads
   1  anything else unexpected during startup
 (3 is uvicorn's own code for a failed application startup; the checks above run first so that it

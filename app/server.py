@@ -33,13 +33,16 @@ class PortUnavailableError(OSError):
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind and listen on host:port now; PortUnavailableError says why not, in one line."""
+    """Bind host:port now, so the port is ours; PortUnavailableError says why not, in one line.
+
+    Not listening yet: while the model loads, connections are refused rather than left waiting in a
+    backlog; uvicorn starts listening once the app is ready to serve.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
