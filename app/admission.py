@@ -166,11 +166,13 @@ class AdmissionMiddleware:
                 else f"the service is at capacity: {controller.max_in_flight} requests in flight; "
                 "retry shortly"
             )
+            # Overloaded: the connection stays open; uvicorn discards the unread body and the client
+            # reads its 503 instead of a reset. Shutting down: the connection closes.
+            headers = {"Retry-After": str(self.retry_after_s)}
+            if shutting_down:
+                headers["Connection"] = "close"
             response = error_response(
-                503,
-                "shutting_down" if shutting_down else "overloaded",
-                message,
-                headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
+                503, "shutting_down" if shutting_down else "overloaded", message, headers=headers
             )
             await response(scope, receive, send)
             return
