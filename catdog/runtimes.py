@@ -15,11 +15,15 @@ CPU from the event loop that decodes the next requests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
+import sys
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +52,7 @@ RUNTIME_EXTRAS = {
     LITERT: "catdog[litert]",
 }
 THREADS_ENV = "CATDOG_RUNTIME_THREADS"
+logger = logging.getLogger("catdog.runtimes")
 
 
 class RuntimeUnavailableError(RuntimeError):
@@ -91,6 +96,26 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 in this block to the log instead.
+
+    Used while a model loads (service start-up), when nothing else should be writing."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    logger.info("runtime: %s", line.strip())
 
 
 def _check_shape(images: np.ndarray, size: int) -> np.ndarray:
@@ -149,8 +174,12 @@ class LiteRtRunner:
     def __init__(self, path: Path, size: int, precision: str, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self._runner = self._interpreter.get_signature_runner()
+        # LiteRT's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr
+        # when it loads a model: caught here and logged, so every line the service writes stays JSON.
+        with _native_stderr_to_log():
+            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self._runner = self._interpreter.get_signature_runner()
+            self._runner(**{SIGNATURE_INPUT: np.zeros((1, size, size, 3), dtype=np.uint8)})
         self._lock = threading.Lock()
         self._size = size
         self.precision = precision
