@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end test of the CPU Docker image: engine -> base image -> `docker build --target cpu` ->
-# run -> /healthz, /readyz -> /predict (multipart and raw JPEG body) -> non-root -> HEALTHCHECK healthy.
+# run (read-only root) -> /healthz, /readyz -> /predict (multipart and raw JPEG body) -> non-root -> HEALTHCHECK healthy.
 #
 # Usage: scripts/docker-smoke.sh [--skip-build]
 #   --skip-build   test the existing image instead of building it
@@ -22,7 +22,7 @@ SKIP_BUILD=0
 for arg in "$@"; do
     case "$arg" in
         --skip-build) SKIP_BUILD=1 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "docker-smoke: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -116,7 +116,8 @@ log "image $IMAGE: $((size / 1024 / 1024)) MiB"
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 NAME="catdog-smoke-$$"
 
-CID=$(docker run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" "$IMAGE") || fail "docker run failed"
+# Read-only root and a tmpfs /tmp, as the compose scale profile and deploy/kubernetes run it.
+CID=$(docker run -d --name "$NAME" --read-only --tmpfs /tmp -p "127.0.0.1:$PORT:8000" "$IMAGE") || fail "docker run failed"
 log "container $NAME (${CID:0:12}) on 127.0.0.1:$PORT"
 BASE_URL="http://127.0.0.1:$PORT"
 RUN_T=$(date +%s)
