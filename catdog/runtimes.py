@@ -185,11 +185,18 @@ class LiteRtRunner:
         self.precision = precision
 
     def __call__(self, images: np.ndarray) -> Mapping[str, np.ndarray]:
+        """One image at a time: the interpreter keeps its batch-1 shape. A new batch size would make
+        LiteRT re-plan its tensors and re-apply XNNPACK (tens of ms), and XNNPACK runs a batch of 16
+        no faster per image than 16 single images on this kind of CPU (README "Runtimes")."""
         batch = _check_shape(images, self._size)
+        parts: dict[str, list[np.ndarray]] = {}
         with self._lock:
-            outputs = self._runner(**{SIGNATURE_INPUT: batch})
-            # The runner's arrays are views into the interpreter's buffers: copy before the next call.
-            return {name: np.array(value) for name, value in outputs.items()}
+            for index in range(len(batch)):
+                outputs = self._runner(**{SIGNATURE_INPUT: batch[index : index + 1]})
+                for name, value in outputs.items():
+                    # Views into the interpreter's buffers: copied before the next call.
+                    parts.setdefault(name, []).append(np.array(value))
+        return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 _RUNNERS: dict[str, type[OnnxRunner] | type[OpenVinoRunner] | type[LiteRtRunner]] = {
