@@ -155,9 +155,10 @@ def test_two_replicas_answer_and_losing_one_loses_no_request(stack: Stack) -> No
             i = offset
             while time.monotonic() < stop_at:
                 label, photo = samples[i % len(samples)]
+                started = time.monotonic()  # "after the kill" = sent after `docker kill` returned
                 status, got, upstream = predict(client, photo)
                 with lock:
-                    results.append((time.monotonic(), status, got if status != 200 else label, upstream))
+                    results.append((started, status, got if status != 200 else label, upstream))
                     if killed_at and sum(1 for t, *_ in results if t > killed_at[0]) >= 30:
                         return
                 i += 1
@@ -181,10 +182,12 @@ def test_two_replicas_answer_and_losing_one_loses_no_request(stack: Stack) -> No
     )
     assert not failures, f"requests failed: {failures[:5]}"
     assert len(after) >= 30, "too few requests after the kill to show anything"
-    # nginx noticed: a request that hit the dead replica was retried on the survivor, and from then
-    # on (passive health check, fail_timeout) the survivor alone answers.
-    retried = [i for i, r in enumerate(after) if r[3].startswith(f"{victim_ip}:") and "," in r[3]]
-    last_victim_try = max((i for i, r in enumerate(after) if victim_ip in r[3]), default=-1)
-    assert all(r[3] == f"{survivor_ip}:8000" for r in after[last_victim_try + 1 :])
-    assert len(after) - (last_victim_try + 1) >= 20, (retried, last_victim_try)
+    # nginx noticed: a request that hit the dead replica was retried on the survivor (its header names
+    # both), and the passive health check kept the dead one out (fail_timeout 15 s): most answers after
+    # the kill come from the survivor without a detour.
+    alone = f"{survivor_ip}:8000"
+    retried = f"{victim_ip}:8000, {survivor_ip}:8000"
+    assert {r[3] for r in after} <= {alone, retried}, sorted({r[3] for r in after})
+    detours = sum(1 for r in after if r[3] == retried)
+    assert detours <= len(after) // 3, f"{detours} of {len(after)} requests still tried the dead replica"
     assert stack.replicas() == {survivor_ip: replicas[survivor_ip]}

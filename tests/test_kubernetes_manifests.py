@@ -110,7 +110,7 @@ def test_kserve_custom_predictor_speaks_v2(rendered: dict[str, list[dict[str, An
     assert container["ports"][0]["containerPort"] == 8000
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/protocol-version"] == "v2"
+    assert isvc["metadata"]["annotations"]["catdog/inference-protocol"] == "v2"
     assert predictor["maxReplicas"] > predictor["minReplicas"] >= 1
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert predictor_as_pod(isvc)["spec"]["containers"] == predictor["containers"]
