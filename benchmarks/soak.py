@@ -8,7 +8,9 @@ Starts `python -m app serve` on a free loopback port (the committed model unless
 CATDOG_* variables in the environment apply), or uses --url (loopback only). Prints answers by
 status, latency percentiles of all answers, of the 200s and of the 503s, throughput, and the server's
 RSS before, at its peak and after (sampled every 20 ms; needs psutil, and the server's pid, which it
-knows when it started the server itself). Bounded by --requests and --max-seconds.
+knows when it started the server itself). For a server it started, also the server-side durations
+of the 200s and 503s from its access log (from the request reaching the app to its answer), which
+leave out the client's and the kernel's queueing on a loaded machine. Bounded by --requests and --max-seconds.
 
 Scenarios: `photos` sends real validation photos (or generated images without the data set);
 `png16` sends a 6320x6320 16-bit grayscale PNG (about 90 KB, 80 MB decoded): memory amplification.
@@ -25,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -86,11 +89,11 @@ class RssSampler:
         self.peak = max(self.peak, self.after)
 
 
-def start_server(model_dir: Path | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model_dir: Path | None, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "CATDOG_PORT": str(port), "CATDOG_HOST": "127.0.0.1", "CATDOG_AUTO_TRAIN": "false"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("CATDOG_LOG_LEVEL", "WARNING")  # no access line per request in the soak's output
+    env["CATDOG_LOG_LEVEL"] = "INFO"  # the access lines give the server-side durations
     if model_dir is not None:
         env["CATDOG_MODEL_DIR"] = str(model_dir)
     process = subprocess.Popen(
@@ -98,7 +101,7 @@ def start_server(model_dir: Path | None) -> tuple[subprocess.Popen[bytes], str]:
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log_path.open("wb"),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -139,6 +142,25 @@ async def soak(
         return results, time.perf_counter() - started
 
 
+def server_side(log_path: Path) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Durations (s) of POST /predict by status from the server's access lines (from the moment the
+    request reached the app to its answer: no client or kernel queueing), and its `model loaded` line."""
+    durations: dict[str, list[float]] = collections.defaultdict(list)
+    loaded: dict[str, object] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("logger") == "catdog.access" and record.get("path") == "/predict":
+            durations[str(record.get("status"))].append(float(record.get("duration_ms", 0)) / 1000)
+        elif record.get("message") == "model loaded":
+            loaded = {key: value for key, value in record.items() if key not in ("time", "level", "logger")}
+    return durations, loaded
+
+
 def percentiles(values: list[float]) -> str:
     if not values:
         return "-"
@@ -170,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         bodies = [("image/jpeg", photo) for photo in sample_photos(args.data_dir, limit=64)]
 
     process = None
+    log_path = Path(tempfile.mkstemp(prefix="catdog-soak-", suffix=".log")[1])
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
             parser.error("--url must be a loopback address")
         base_url, pid = args.url.rstrip("/"), args.pid
     else:
-        process, base_url = start_server(args.model_dir)
+        process, base_url = start_server(args.model_dir, log_path)
         pid = process.pid
     try:
         # One request first: the figures start from a warm server.
@@ -194,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             process.terminate()
             process.wait(timeout=60)
 
+    server, loaded = server_side(log_path) if process is not None else ({}, {})
+    log_path.unlink(missing_ok=True)
     by_status = collections.Counter(outcome for outcome, _ in results)
     ok = [seconds for outcome, seconds in results if outcome == "200"]
     shed = [seconds for outcome, seconds in results if outcome == "503"]
@@ -209,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         "200": percentiles(ok),
         "503": percentiles(shed),
         "mean_200_ms": round(statistics.fmean(ok) * 1000, 1) if ok else None,
+        "server_200": percentiles(server.get("200", [])),
+        "server_503": percentiles(server.get("503", [])),
+        "model_loaded": loaded,
         "rss_before_mb": round(sampler.before / MiB, 1),
         "rss_peak_mb": round(sampler.peak / MiB, 1),
         "rss_after_mb": round(sampler.after / MiB, 1),
