@@ -9,6 +9,9 @@
 #   requirements/gpu.lock  the serving dependencies with tensorflow[and-cuda]; what the GPU image installs.
 # cpu/gpu are resolved under dev.lock as constraints, so every shared package has the version CI tested.
 #
+# requirements/overrides.txt keeps out versions uv would pick but pip refuses on Python 3.11 (uv ignores
+# the upper bound of a package's Requires-Python).
+#
 # Usage: scripts/lock.sh [--upgrade]    (one command; rerun after any change to the dependencies)
 #   --upgrade  take the newest allowed versions instead of keeping the current pins
 # Uses uv from .venv (installed there if missing); needs PyPI.
@@ -19,7 +22,7 @@ UPGRADE=()
 for arg in "$@"; do
     case "$arg" in
         --upgrade) UPGRADE=(--upgrade) ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "lock: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -35,7 +38,7 @@ mkdir -p "$OUT"
 # The host's pip.conf may add local wheel folders: a lock must name only what PyPI serves.
 common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --annotation-style line
         --index-url https://pypi.org/simple --no-config --custom-compile-command scripts/lock.sh
-        --quiet "${UPGRADE[@]}")
+        --override requirements/overrides.txt --quiet "${UPGRADE[@]}")
 export UV_NATIVE_TLS=1  # trust the system store (and SSL_CERT_FILE), as pip does here
 
 lock() {  # $1: output file (its current pins are kept unless --upgrade), rest: uv pip compile arguments
