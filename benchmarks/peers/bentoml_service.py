@@ -8,7 +8,6 @@ dependency). One worker; BentoML's adaptive batcher groups concurrent requests i
 16 (catdog's default). The multipart field is `images` (one file per request).
 """
 
-
 from pathlib import Path
 from typing import Any
 
