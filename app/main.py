@@ -41,6 +41,11 @@ def load_model(settings: Settings) -> ExportedModel:
             "runtime_reason": exported.runtime_reason,
         },
     )
+    if settings.runtime == "auto" and exported.runtime == "tensorflow" and exported.metadata.derived:
+        # Derived models exist but none could be used: say so louder than the info line above.
+        logger.warning(
+            "CATDOG_RUNTIME=auto fell back to TensorFlow", extra={"runtime_reason": exported.runtime_reason}
+        )
     return exported
 
 

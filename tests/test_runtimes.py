@@ -272,3 +272,30 @@ def test_committed_model_derived_entries_hold_on_real_photos() -> None:
         tolerance = 1e-3 if entry.precision == "fp32" else 0.2
         np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=tolerance)
         assert [metadata.class_names[i] for i in got.probabilities.argmax(axis=1)] == labels
+
+
+def test_service_logs_the_fallback_to_tensorflow(
+    make_client: Callable[..., TestClient],
+    derived_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model_dir = _with_entries(derived_dir, tmp_path / "m", lambda entries: None)
+    shutil.rmtree(model_dir / "derived")
+    with caplog.at_level("INFO", logger="catdog"):
+        client = make_client(model_dir=model_dir)
+    assert client.get("/readyz").status_code == 200
+    loaded = next(r for r in caplog.records if r.getMessage() == "model loaded")
+    assert loaded.runtime == "tensorflow"  # type: ignore[attr-defined]
+    assert "is missing" in loaded.runtime_reason  # type: ignore[attr-defined]
+    assert any(r.getMessage() == "CATDOG_RUNTIME=auto fell back to TensorFlow" for r in caplog.records)
+
+
+def test_train_and_derive_commands_parse() -> None:
+    from training.cli import build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "--data-dir", "d", "--output", "o", "--derive"])
+    assert train.derive is True
+    derive = parser.parse_args(["derive", "--model", "m", "--data-dir", "d", "--runtimes", "litert"])
+    assert (derive.runtimes, derive.precisions, derive.calibration_per_class) == ("litert", "fp32,int8", 32)
