@@ -73,7 +73,7 @@ def serve(kind: str, port: int, model_dir: Path, profile: str | None) -> None:
     """Child process: serve `kind` with the stub model until SIGTERM."""
     import uvicorn
 
-    if kind == "catdog":
+    if kind.startswith("catdog"):
         from app.logs import configure_logging
         from app.main import create_app
         from app.settings import Settings
@@ -88,7 +88,10 @@ def serve(kind: str, port: int, model_dir: Path, profile: str | None) -> None:
         peer_common.load_model = lambda: stub_model(model_dir)  # type: ignore[assignment]
         naive_fastapi.load_model = peer_common.load_model  # type: ignore[attr-defined]
         app = naive_fastapi.app
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # catdog-h11: the same app on uvicorn's pure-Python HTTP parser and asyncio's loop (what uvicorn
+    # uses when httptools and uvloop are not installed), to measure what they save side by side.
+    options: dict[str, Any] = {"http": "h11", "loop": "asyncio"} if kind == "catdog-h11" else {}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     profiler = cProfile.Profile() if profile else None
 
     def stop(*_: object) -> None:
@@ -106,11 +109,23 @@ def serve(kind: str, port: int, model_dir: Path, profile: str | None) -> None:
 
 
 def lone_requests(base_url: str, photo: bytes, count: int) -> list[float]:
+    """Latencies of `count` requests sent one after another; the multipart body is built once, so
+    the client's own work per request is little more than a socket write and read."""
+    boundary = "catdogoverheadboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     latencies = []
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for _ in range(count):
             began = time.perf_counter()
-            response = client.post("/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
+            response = client.post("/predict", content=body, headers=headers)
             latencies.append(time.perf_counter() - began)
             if response.status_code != 200:
                 raise RuntimeError(f"{base_url}: HTTP {response.status_code}: {response.text[:200]}")
@@ -189,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="lone requests per server per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", help="run the catdog server under cProfile, dump to this file")
-    parser.add_argument("--serve", choices=("catdog", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare-h11", action="store_true", help="also serve catdog on h11 + asyncio (no httptools/uvloop)"
+    )
+    parser.add_argument("--serve", choices=("catdog", "catdog-h11", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -202,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        for kind in ("catdog", "naive"):
+        for kind in ("catdog", "naive", "catdog-h11") if args.compare_h11 else ("catdog", "naive"):
             port = free_port()
             command = [sys.executable, "-m", "benchmarks.overhead", "--serve", kind, "--port", str(port)]
             command += ["--model-dir", str(args.model_dir)]
@@ -256,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead = server's median lone-request latency - decode wall time; CPU overhead = server's CPU "
         "time per request - decode CPU time (robust to a busy machine)"
     )
-    header = f"{'server':<8} {'latency ms':>11} {'overhead ms':>12} {'CPU ms/req':>11} {'CPU overhead':>13}"
+    header = f"{'server':<10} {'latency ms':>11} {'overhead ms':>12} {'CPU ms/req':>11} {'CPU overhead':>13}"
     print(f"{header}  rounds")
     for kind, values in rounds.items():
         latency = 1000 * statistics.median(values)
@@ -269,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         per_round = " ".join(f"{1000 * v:.2f}" for v in values)
         print(
-            f"{kind:<8} {latency:>11.2f} {latency - decode_ms:>12.2f} {cpu_ms:>11.2f} "
+            f"{kind:<10} {latency:>11.2f} {latency - decode_ms:>12.2f} {cpu_ms:>11.2f} "
             f"{cpu_ms - decode_cpu_ms:>13.2f}  {per_round}"
         )
     ratios = [c / n for c, n in zip(rounds["catdog"], rounds["naive"], strict=True)]
