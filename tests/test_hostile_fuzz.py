@@ -19,6 +19,8 @@ from tests.images import BLUE, RED, encode
 SEED = 20261125
 MUTANTS_PER_SEED = 30
 MiB = 1024 * 1024
+# Pillow warns (UserWarning) about the corrupt TIFF tags it skips; expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def seed_files() -> list[bytes]:
