@@ -254,7 +254,7 @@ def test_derive_command_reports_a_missing_model(tmp_path: Path) -> None:
 
 def test_committed_model_derived_entries_hold_on_real_photos() -> None:
     """Every derived model metadata.json lists as passed and that is present here answers like the
-    SavedModel on real photos: fp32 within 1e-3; int8 the same label."""
+    SavedModel on real photos: fp32 within 1e-3, int8 within what its check recorded; same labels."""
     metadata = read_metadata(DEFAULT_MODEL_DIR)
     present = [
         e
@@ -269,7 +269,9 @@ def test_committed_model_derived_entries_hold_on_real_photos() -> None:
     for entry in present:
         model = load_exported_model(DEFAULT_MODEL_DIR, entry.key)
         got = model.predict(images)
-        tolerance = 1e-3 if entry.precision == "fp32" else 0.2
+        # int8: no further from the SavedModel than the derive-time check on 1000 photos recorded.
+        recorded = entry.equivalence["max_abs_diff_probabilities"]
+        tolerance = 1e-3 if entry.precision == "fp32" else recorded + 1e-6
         np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=tolerance)
         assert [metadata.class_names[i] for i in got.probabilities.argmax(axis=1)] == labels
 
