@@ -106,4 +106,6 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     model_version: str
+    # What runs the model, and in which precision (CATDOG_RUNTIME; README "Runtimes").
+    runtime: str = Field(examples=["litert-int8", "tensorflow-fp32"])
     queue_depth: int

@@ -154,7 +154,10 @@ class PredictionService:
 
     def readiness(self) -> Readiness:
         return Readiness(
-            status="ready", model_version=self.model.version, queue_depth=self.batcher.queue_depth
+            status="ready",
+            model_version=self.model.version,
+            runtime=f"{self.model.exported.runtime}-{self.model.exported.precision}",
+            queue_depth=self.batcher.queue_depth,
         )
 
     async def _decode(self, upload: Upload) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Usage: python3 pyproject_requirements.py PYPROJECT [--cpu | --gpu]
   --cpu  swap the `tensorflow` requirement for `tensorflow-cpu` (same version pin): the same TensorFlow
-         without the CUDA kernels, about half the size.
+         without the CUDA kernels, about half the size; and add the `litert` extra, so CATDOG_RUNTIME=auto
+         serves the committed LiteRT int8 model (2.4-2.8x TensorFlow's throughput here, README "Runtimes").
   --gpu  swap it for `tensorflow[and-cuda]` (same version pin), which pulls the CUDA/cuDNN runtime
          wheels TensorFlow needs to use an NVIDIA GPU.
 Used by scripts/lock.sh to make requirements/cpu.lock and gpu.lock; standard library only (tomllib).
@@ -14,18 +15,22 @@ import sys
 import tomllib
 
 SWAPS = {"cpu": "tensorflow-cpu", "gpu": "tensorflow[and-cuda]"}
+# Optional extras an image adds to the serving dependencies. The GPU image keeps TensorFlow as its
+# only runtime (LiteRT's XNNPACK is a CPU path).
+EXTRAS = {"cpu": ["litert"], "gpu": []}
 
 
 def requirements(pyproject: str, variant: str | None = None) -> list[str]:
     with open(pyproject, "rb") as fh:
-        deps = list(tomllib.load(fh)["project"]["dependencies"])
+        project = tomllib.load(fh)["project"]
+    deps = list(project["dependencies"])
     if variant is not None:
         # Plain `tensorflow` only: not `tensorflow-io`, not an existing `tensorflow[extra]`.
         tf = re.compile(r"^tensorflow(?=\s*(?:[=<>!~;]|$))", re.IGNORECASE)
         swapped = [tf.sub(SWAPS[variant], d, count=1) for d in deps]
         if swapped == deps:
             sys.exit(f"pyproject_requirements: no plain `tensorflow` requirement to swap for --{variant}")
-        deps = swapped
+        deps = swapped + [d for extra in EXTRAS[variant] for d in project["optional-dependencies"][extra]]
     return deps
 
 

@@ -421,6 +421,7 @@ def test_health_ready_metadata(client: TestClient) -> None:
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert ready.json()["model_version"] == "tiny-test-1"
+    assert ready.json()["runtime"] == "tensorflow-fp32"  # the tiny test model has no derived models
     metadata = client.get("/metadata").json()
     assert metadata["class_names"] == ["cat", "dog"]
     assert metadata["image_size"] == 32

@@ -286,7 +286,9 @@ def test_service_logs_the_fallback_to_tensorflow(
     shutil.rmtree(model_dir / "derived")
     with caplog.at_level("INFO", logger="catdog"):
         client = make_client(model_dir=model_dir)
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["runtime"] == "tensorflow-fp32"
     loaded = next(r for r in caplog.records if r.getMessage() == "model loaded")
     assert loaded.runtime == "tensorflow"  # type: ignore[attr-defined]
     assert "is missing" in loaded.runtime_reason  # type: ignore[attr-defined]
