@@ -172,7 +172,11 @@ class AdmissionMiddleware:
             if shutting_down:
                 headers["Connection"] = "close"
             response = error_response(
-                503, "shutting_down" if shutting_down else "overloaded", message, headers=headers
+                503,
+                "shutting_down" if shutting_down else "overloaded",
+                message,
+                headers=headers,
+                path=scope["path"],
             )
             await response(scope, receive, send)
             return

@@ -1,4 +1,10 @@
-"""One JSON error shape for every failure: {"error": {"code", "message", "details"?}, "request_id"}."""
+"""One JSON error shape for every failure: {"error": {"code", "message", "details"?}, "request_id"}.
+
+The exception is the paths of the protocols other clients speak (app/protocols: KServe V2 under /v2,
+TF Serving under /v1/models/): their clients read `{"error": "<message>"}`, so every error on those
+paths has that shape, those raised before a protocol handler runs (size limit, admission, routing)
+included.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +49,23 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error, "request_id": current_request_id()}
 
 
+def speaks_protocol(path: str) -> bool:
+    """Is `path` a KServe V2 or TF Serving route, whose clients expect `{"error": "<message>"}`?"""
+    return path == "/v2" or path.startswith(("/v2/", "/v1/models/"))
+
+
 def error_response(
-    status_code: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    path: str | None = None,
 ) -> JSONResponse:
+    """The error as JSON; `path`: the request's, so a protocol route gets its protocol's shape."""
+    if path is not None and speaks_protocol(path):
+        return JSONResponse({"error": message}, status_code=status_code, headers=headers)
     return JSONResponse(error_body(code, message, details), status_code=status_code, headers=headers)
 
 
@@ -58,23 +78,31 @@ CLIENT_CLOSED_REQUEST = 499
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(
+            exc.status_code, exc.code, exc.message, exc.details, exc.headers, path=request.url.path
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {"location": list(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
             for err in exc.errors()
         ]
         return error_response(
-            422, "validation_error", "the request is missing or has invalid fields", details
+            422,
+            "validation_error",
+            "the request is missing or has invalid fields",
+            details,
+            path=request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=exc.headers, path=request.url.path
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def _client_disconnect(request: Request, _: ClientDisconnect) -> Response:
@@ -86,7 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Log the traceback for operators; the client gets no internals.
         logger.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, "internal_error", "internal server error", path=request.url.path)

@@ -109,6 +109,7 @@ class BodySizeLimitMiddleware:
                 f"request body of {declared} bytes is over the limit of {limit} bytes for this endpoint",
                 # The client may still be sending; tell it the connection will not be reused.
                 headers={"Connection": "close"},
+                path=scope["path"],
             )
             await response(scope, receive, send)
             return

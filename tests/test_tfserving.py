@@ -164,3 +164,32 @@ def test_real_photos_through_the_default_model(default_server: str) -> None:
     predictions = response.json()["predictions"]
     assert [p["label"] for p in predictions] == [label for _, label in photos]
     assert all(p["is_cat_or_dog"] for p in predictions)
+
+
+@pytest.mark.parametrize("path", [PREDICT, "/v2/models/catdog/infer"])
+def test_errors_before_the_protocol_handler_have_the_protocol_shape(make_client: Any, path: str) -> None:
+    """Size limit, admission and routing answer before any protocol code runs; their clients still
+    read `{"error": "<message>"}`, while /predict keeps the service's own shape."""
+    client = make_client(max_batch_request_bytes=1000)
+    too_big = client.post(
+        path, content=b"{" + b" " * 2_000_000 + b"}", headers={"Content-Type": "application/json"}
+    )
+    assert too_big.status_code == 413
+    assert isinstance(too_big.json()["error"], str) and "limit" in too_big.json()["error"]
+
+    wrong_method = client.delete(path)
+    assert wrong_method.status_code == 405
+    assert isinstance(wrong_method.json()["error"], str)
+
+    overloaded = make_client(max_in_flight=1)
+    controller = overloaded.app.state.admission  # type: ignore[attr-defined]
+    assert controller.try_enter()  # one request in flight: the next is shed before its body
+    try:
+        shed = overloaded.post(path, json={})
+    finally:
+        controller.leave()
+    assert shed.status_code == 503 and shed.headers["Retry-After"]
+    assert isinstance(shed.json()["error"], str) and "capacity" in shed.json()["error"]
+
+    service_shape = overloaded.delete("/predict").json()["error"]
+    assert service_shape["code"] == "method_not_allowed"
