@@ -35,8 +35,9 @@ except ModuleNotFoundError as error:  # started as `python benchmarks/throughput
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def raw_throughput(model_dir: Path, batch_size: int, seconds: float) -> float:
-    model = ServedModel.create(load_exported_model(model_dir), None)
+def raw_throughput(model_dir: Path, runtime: str, batch_size: int, seconds: float) -> float:
+    # The same runtime the service picks (CATDOG_RUNTIME), so the ratio compares like with like.
+    model = ServedModel.create(load_exported_model(model_dir, runtime), None)
     size = model.image_size
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
     model.warm_up((batch_size,))
@@ -91,9 +92,9 @@ def main() -> None:
 
     settings = Settings(model_dir=args.model_dir)
     batch = settings.max_batch_size
-    raw_one = raw_throughput(args.model_dir, 1, args.raw_seconds)
-    raw_batch = raw_throughput(args.model_dir, batch, args.raw_seconds)
-    print(f"model: {args.model_dir}  cores: {os.cpu_count()}", end="  ")
+    raw_one = raw_throughput(args.model_dir, settings.runtime, 1, args.raw_seconds)
+    raw_batch = raw_throughput(args.model_dir, settings.runtime, batch, args.raw_seconds)
+    print(f"model: {args.model_dir}  runtime: {settings.runtime}  cores: {os.cpu_count()}", end="  ")
     print(f"max_batch_size: {batch}  max_wait_ms: {settings.max_wait_ms}")
     print(f"raw model throughput: batch 1: {raw_one:8.1f} img/s   batch {batch}: {raw_batch:8.1f} img/s")
 
