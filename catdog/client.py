@@ -77,6 +77,8 @@ class BatchResult(BaseModel):
 class Readiness(BaseModel):
     status: str
     model_version: str
+    # What runs the model, e.g. "litert-int8" (None from a server older than this field).
+    runtime: str | None = None
     queue_depth: int
 
 

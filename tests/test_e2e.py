@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from catdog.client import Client
 from catdog.contract import ModelMetadata
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.servers import free_port, wait_ready
@@ -78,12 +78,9 @@ def served_default_model() -> Iterator[str]:
 
 def test_real_photos_are_classified_well(served_default_model: str) -> None:
     photos = validation_photos(PHOTOS_PER_CLASS)
-    correct = 0
-    with httpx.Client(base_url=served_default_model, timeout=60) as client:
-        for path, label in photos:
-            response = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
-            assert response.status_code == 200, response.text
-            correct += response.json()["label"] == label
+    with Client(served_default_model, timeout=60) as client:
+        assert client.ready().runtime == "litert-int8"  # CATDOG_RUNTIME=auto: the committed derived model
+        correct = sum(client.predict(path).label == label for path, label in photos)
     accuracy = correct / len(photos)
     # The committed model measures 0.996 on the whole validation set (README); one miss in 50 is noise,
     # a broken pipeline (wrong scaling, channel order, resize) loses far more.
@@ -91,22 +88,19 @@ def test_real_photos_are_classified_well(served_default_model: str) -> None:
 
 
 def test_batch_endpoint_matches_single_predictions(served_default_model: str) -> None:
-    photos = validation_photos(4)
-    with httpx.Client(base_url=served_default_model, timeout=60) as client:
-        files = [("files", (path.name, path.read_bytes(), "image/jpeg")) for path, _ in photos]
-        batch = client.post("/predict/batch", files=files)
-        assert batch.status_code == 200, batch.text
-        singles = [
-            client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/jpeg"}).json()
-            for path, _ in photos
-        ]
-    for item, single in zip(batch.json()["predictions"], singles, strict=True):
-        assert item["label"] == single["label"]
-        assert item["probabilities"]["dog"] == pytest.approx(single["probabilities"]["dog"], abs=1e-4)
+    photos = [path for path, _ in validation_photos(4)]
+    with Client(served_default_model, timeout=60) as client:
+        batch = client.predict_batch(photos).predictions
+        singles = [client.predict(path.read_bytes()) for path in photos]
+    assert [item.filename for item in batch] == [path.name for path in photos]
+    for item, single in zip(batch, singles, strict=True):
+        assert item.label == single.label
+        assert item.probabilities["dog"] == pytest.approx(single.probabilities["dog"], abs=1e-4)
 
 
 def test_metadata_describes_the_served_model(served_default_model: str) -> None:
-    metadata = httpx.get(f"{served_default_model}/metadata").json()
+    with Client(served_default_model) as client:
+        metadata = client.metadata()
     on_disk = json.loads((DEFAULT_MODEL / "metadata.json").read_text())
     # The validated document: everything on disk, plus the schema's defaults for what it omits.
     assert metadata == ModelMetadata.model_validate(on_disk).model_dump(mode="json")
@@ -123,8 +117,8 @@ def test_default_model_says_whether_a_photo_shows_a_pet(served_default_model: st
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    metadata = httpx.get(f"{served_default_model}/metadata").json()
-    assert "pet_score" in metadata["outputs"], "the committed default model has a pet score"
+    client = Client(served_default_model, timeout=60)
+    assert "pet_score" in client.metadata()["outputs"], "the committed default model has a pet score"
 
     def png(pixels: object) -> bytes:
         buffer = io.BytesIO()
@@ -135,8 +129,8 @@ def test_default_model_says_whether_a_photo_shows_a_pet(served_default_model: st
     non_pets.update({f"sklearn-{i}": png(image) for i, image in enumerate(load_sample_images().images)})
     pets = {path.name: path.read_bytes() for path, _ in validation_photos(3)}
     pets["chelsea"] = png(skimage.data.chelsea())
-    with httpx.Client(base_url=served_default_model, timeout=60) as client:
+    with client:
         for name, data in {**non_pets, **pets}.items():
-            body = client.post("/predict", files={"file": (name, data, "image/png")}).json()
-            assert body["is_cat_or_dog"] is (name not in non_pets), (name, body["pet_score"])
-            assert body["label"] in {"cat", "dog"}  # the cat/dog answer is still given
+            answer = client.predict(data, filename=name)
+            assert answer.is_cat_or_dog is (name not in non_pets), (name, answer.pet_score)
+            assert answer.label in {"cat", "dog"}  # the cat/dog answer is still given
