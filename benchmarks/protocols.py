@@ -13,8 +13,6 @@ import argparse
 import base64
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +26,9 @@ from catdog.client import Client
 from catdog.imaging import load_model_input
 
 try:
-    from benchmarks.common import free_port, sample_photos, wait_ready
+    from benchmarks.common import sample_photos, start_service
 except ModuleNotFoundError as error:
     raise SystemExit("run it from the repo root as: python -m benchmarks.protocols") from error
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def senders(base_url: str, photo: bytes, image_size: int) -> dict[str, Callable[[], str]]:
@@ -81,19 +77,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="requests per protocol per round")
     args = parser.parse_args()
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "CATDOG_PORT": str(port),
-        "CATDOG_MODEL_DIR": str(args.model_dir),
-        "CATDOG_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--no-auto-train"], cwd=REPO_ROOT, env=env
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    server, base_url = start_service(args.model_dir, timeout=180)
     try:
-        wait_ready(base_url, timeout=180)
         photo = sample_photos(Settings().data_dir, limit=1)[0]
         with Client(base_url) as client:
             image_size = int(client.metadata()["image_size"])

@@ -23,7 +23,6 @@ import asyncio
 import collections
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import free_port, sample_photos, wait_ready
+from benchmarks.common import REPO_ROOT, sample_photos, start_service
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
@@ -87,29 +85,6 @@ class RssSampler:
         self._thread.join()
         self.after = self._rss()
         self.peak = max(self.peak, self.after)
-
-
-def start_server(model_dir: Path | None, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "CATDOG_PORT": str(port), "CATDOG_HOST": "127.0.0.1", "CATDOG_AUTO_TRAIN": "false"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["CATDOG_LOG_LEVEL"] = "INFO"  # the access lines give the server-side durations
-    if model_dir is not None:
-        env["CATDOG_MODEL_DIR"] = str(model_dir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log_path.open("wb"),
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base_url, timeout=180)
-    except BaseException:
-        process.kill()
-        raise
-    return process, base_url
 
 
 async def soak(
@@ -198,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--url must be a loopback address")
         base_url, pid = args.url.rstrip("/"), args.pid
     else:
-        process, base_url = start_server(args.model_dir, log_path)
+        # INFO: the access lines give the server-side durations.
+        process, base_url = start_service(
+            args.model_dir, log_level="INFO", stdout=subprocess.DEVNULL, stderr=log_path.open("wb")
+        )
         pid = process.pid
     try:
         # One request first: the figures start from a warm server.

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,11 +26,9 @@ from catdog.client import AsyncClient
 from catdog.saved_model import load_exported_model
 
 try:
-    from benchmarks.common import free_port, sample_photos, wait_ready
+    from benchmarks.common import sample_photos, start_service
 except ModuleNotFoundError as error:  # started as `python benchmarks/throughput.py`
     raise SystemExit("run it from the repo root as: python -m benchmarks.throughput") from error
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def raw_throughput(model_dir: Path, runtime: str, batch_size: int, seconds: float) -> float:
@@ -98,19 +94,8 @@ def main() -> None:
     print(f"max_batch_size: {batch}  max_wait_ms: {settings.max_wait_ms}")
     print(f"raw model throughput: batch 1: {raw_one:8.1f} img/s   batch {batch}: {raw_batch:8.1f} img/s")
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "CATDOG_PORT": str(port),
-        "CATDOG_MODEL_DIR": str(args.model_dir),
-        "CATDOG_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--no-auto-train"], cwd=REPO_ROOT, env=env
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    server, base_url = start_service(args.model_dir, timeout=120)
     try:
-        wait_ready(base_url, timeout=120)
         photos = sample_photos(settings.data_dir)
         print(f"\n{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs raw batch':>13}", end="")
         print(f"  | server means: {'decode':>7} {'queue':>7} {'model':>7} ms {'batch':>6}")
