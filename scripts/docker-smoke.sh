@@ -73,16 +73,7 @@ for f in saved_model.pb metadata.json; do
         || fail "model/default/$f is missing: the image bakes in the committed model (export one first)"
 done
 
-apt_install() {
-    [[ "$(id -u)" -eq 0 ]] || fail "$* missing and not root: install it (apt-get install $*)"
-    command -v apt-get >/dev/null 2>&1 || fail "$* missing and no apt-get to install it"
-    log "installing $* with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/tmp/catdog-apt.log 2>&1 \
-        || { apt-get update >>/tmp/catdog-apt.log 2>&1 \
-             && apt-get install -y --no-install-recommends "$@" >>/tmp/catdog-apt.log 2>&1; } \
-        || { tail -n 20 /tmp/catdog-apt.log >&2; fail "apt-get install $* failed"; }
-}
+apt_install() { bash "$REPO_ROOT/scripts/apt-install.sh" "$@" || fail "could not install $*"; }
 
 # ------------------------------------------------------------------- engine, compose, base image
 # scripts/setup-compose.sh: engine (started or installed if need be), compose, base image (official if

@@ -28,16 +28,7 @@ EXTRA_CA_DIR="${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}"
 log() { echo "[setup-compose] $*" >&2; }
 die() { echo "[setup-compose] ERROR: $*" >&2; exit 1; }
 
-apt_install() {
-    [[ "$(id -u)" -eq 0 ]] || die "$* missing and not root: install it (apt-get install $*)"
-    command -v apt-get >/dev/null 2>&1 || die "$* missing and no apt-get to install it"
-    log "installing $* with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/tmp/catdog-apt.log 2>&1 \
-        || { apt-get update >>/tmp/catdog-apt.log 2>&1 \
-             && apt-get install -y --no-install-recommends "$@" >>/tmp/catdog-apt.log 2>&1; } \
-        || { tail -n 20 /tmp/catdog-apt.log >&2; die "apt-get install $* failed"; }
-}
+apt_install() { bash "$ROOT/scripts/apt-install.sh" "$@" || die "could not install $*"; }
 apt_has() {  # $1: package; true if some configured repository offers it
     apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
 }
