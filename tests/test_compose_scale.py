@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered" / "validation"
+from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.servers import free_port
+
+VALIDATION_DIR = DATA_DIR / "validation"
 UP_TIMEOUT_S = int(os.environ.get("CATDOG_COMPOSE_UP_TIMEOUT", "1500"))
 
 pytestmark = [
@@ -34,12 +34,6 @@ pytestmark = [
         "(needs root or a running docker engine; builds the CPU and nginx images)",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> str:
@@ -107,8 +101,8 @@ def stack() -> Iterator[Stack]:
 def photos() -> list[tuple[str, bytes]]:
     pairs = []
     for label in ("cat", "dog"):
-        paths = sorted((DATA_DIR / f"{label}s").glob("*.jpg"))[:4]
-        assert paths, f"no validation photos under {DATA_DIR}"
+        paths = sorted((VALIDATION_DIR / f"{label}s").glob("*.jpg"))[:4]
+        assert paths, f"no validation photos under {VALIDATION_DIR}"
         pairs += [(label, p.read_bytes()) for p in paths]
     return pairs
 
