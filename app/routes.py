@@ -20,12 +20,14 @@ from app.uploads import read_image_files, read_single_image
 router = APIRouter()
 
 
-def get_state(request: Request) -> ServiceState:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread
+# pool, a thread hop per dependency per request for what is an attribute lookup.
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
 
-def get_service(state: Annotated[ServiceState, Depends(get_state)]) -> PredictionService:
+async def get_service(state: Annotated[ServiceState, Depends(get_state)]) -> PredictionService:
     """503 `not_ready` with Retry-After until the lifespan has loaded the model and started the batcher."""
     return state.require_ready()
 
