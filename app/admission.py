@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -39,13 +40,20 @@ _GUARDED_METHODS = frozenset({"POST", "PUT"})
 
 
 class DecodeBudget:
-    """A byte-weighted semaphore: `async with budget.hold(n)` waits until n bytes are free."""
+    """A byte-weighted semaphore: `async with budget.hold(n)` waits until n bytes are free.
+
+    A worker thread that has just read an image's header may also `try_take(n)` without waiting
+    (the one-hop decode in app/service.py); the bytes it got go back with `release(n)`, called on
+    the event loop. A lock guards the count because of those threads; waiters are only ever woken
+    on the event loop, where their futures live.
+    """
 
     def __init__(self, capacity: int, registry: CollectorRegistry | None = None) -> None:
         if capacity < 1:
             raise ValueError("the decode budget must be positive")
         self.capacity = capacity
         self.used = 0
+        self._lock = threading.Lock()
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._gauge = (
             Gauge(
@@ -57,53 +65,75 @@ class DecodeBudget:
             else None
         )
 
+    def clamp(self, nbytes: int) -> int:
+        """What holding `nbytes` takes: at least 1 byte, at most the whole budget."""
+        return min(max(nbytes, 1), self.capacity)
+
+    def try_take(self, nbytes: int) -> bool:
+        """Take `clamp(nbytes)` now if that needs no wait (nobody queued, enough free); any thread."""
+        nbytes = self.clamp(nbytes)
+        with self._lock:
+            if self._waiters or self.used + nbytes > self.capacity:
+                return False
+            self._take(nbytes)
+            return True
+
+    def release(self, nbytes: int) -> None:
+        """Give back what `try_take(nbytes)` took; on the event loop (it may wake a waiter)."""
+        self._release(self.clamp(nbytes))
+
     @contextlib.asynccontextmanager
     async def hold(self, nbytes: int) -> AsyncIterator[None]:
-        nbytes = min(max(nbytes, 1), self.capacity)
-        if self._waiters or self.used + nbytes > self.capacity:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            entry = (nbytes, future)
-            self._waiters.append(entry)
+        nbytes = self.clamp(nbytes)
+        with self._lock:
+            granted = not self._waiters and self.used + nbytes <= self.capacity
+            if granted:
+                self._take(nbytes)
+            else:
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                entry = (nbytes, future)
+                self._waiters.append(entry)
+        if not granted:
             try:
                 await future
             except BaseException:
                 if future.done() and not future.cancelled():
                     self._release(nbytes)  # granted just as we were cancelled: give it back
                 else:
-                    with contextlib.suppress(ValueError):
+                    with self._lock, contextlib.suppress(ValueError):
                         self._waiters.remove(entry)
                     self._wake()
                 raise
-        else:
-            self._take(nbytes)
         try:
             yield
         finally:
             self._release(nbytes)
 
-    def _take(self, nbytes: int) -> None:
+    def _take(self, nbytes: int) -> None:  # with the lock held
         self.used += nbytes
         if self._gauge is not None:
             self._gauge.set(self.used)
 
     def _release(self, nbytes: int) -> None:
-        self.used -= nbytes
-        if self._gauge is not None:
-            self._gauge.set(self.used)
+        with self._lock:
+            self.used -= nbytes
+            if self._gauge is not None:
+                self._gauge.set(self.used)
         self._wake()
 
     def _wake(self) -> None:
         # First come, first served: a large decode at the head is not overtaken by small ones.
-        while self._waiters:
-            nbytes, future = self._waiters[0]
-            if future.done():
+        with self._lock:
+            while self._waiters:
+                nbytes, future = self._waiters[0]
+                if future.done():
+                    self._waiters.popleft()
+                    continue
+                if self.used + nbytes > self.capacity:
+                    return
                 self._waiters.popleft()
-                continue
-            if self.used + nbytes > self.capacity:
-                return
-            self._waiters.popleft()
-            self._take(nbytes)
-            future.set_result(None)
+                self._take(nbytes)
+                future.set_result(None)
 
 
 class AdmissionController:
@@ -113,6 +143,8 @@ class AdmissionController:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.draining = asyncio.Event()
+        # The body reads in progress (AdmissionMiddleware): draining cuts them off at once.
+        self.body_reads: set[_BodyCut] = set()
         self._gauge = Gauge(
             "catdog_requests_in_flight",
             "Prediction requests being read, decoded, queued or inferred.",
@@ -135,6 +167,12 @@ class AdmissionController:
     def leave(self) -> None:
         self.in_flight -= 1
         self._gauge.set(self.in_flight)
+
+    def start_draining(self) -> None:
+        """Shutdown begins: new POSTs get 503, and bodies still arriving end with 503 now."""
+        self.draining.set()
+        for cut in list(self.body_reads):
+            cut.fire("draining")
 
 
 class AdmissionMiddleware:
@@ -186,9 +224,15 @@ class AdmissionMiddleware:
             controller.leave()
 
     def _guarded_receive(self, receive: Receive) -> Receive:
+        """`receive`, cut off at the body deadline or when draining starts.
+
+        One timer per body read, no extra task: on the hot path of every prediction request. The
+        timer (or `AdmissionController.start_draining`) cancels the task reading the body, and the
+        reason it was cancelled becomes the 408 or 503.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
-        draining = self.controller.draining
+        controller = self.controller
         body_done = False
 
         async def guarded() -> Message:
@@ -196,35 +240,62 @@ class AdmissionMiddleware:
             if body_done:
                 # After the body, receive() only waits for a disconnect: no deadline applies.
                 return await receive()
-            incoming = asyncio.ensure_future(receive())
-            drained = asyncio.ensure_future(draining.wait())
+            if controller.draining.is_set():
+                raise self._shutting_down()
+            cut = _BodyCut(asyncio.current_task(), controller)
+            timer = loop.call_at(deadline, cut.fire, "timeout")
+            controller.body_reads.add(cut)
             try:
-                done, _ = await asyncio.wait(
-                    {incoming, drained},
-                    timeout=max(0.0, deadline - loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                drained.cancel()
-            if incoming in done:
-                message = incoming.result()
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    body_done = True
-                return message
-            incoming.cancel()
-            if drained in done:
+                message = await receive()
+            except asyncio.CancelledError:
+                if cut.reason is None:
+                    raise  # cancelled by someone else (the client went away): not ours to handle
+                _uncancel(cut.task)
+                if cut.reason == "draining":
+                    raise self._shutting_down() from None
                 raise APIError(
-                    503,
-                    "shutting_down",
-                    "the service is shutting down; the request body was not complete",
-                    headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
-                )
-            raise APIError(
-                408,
-                "body_timeout",
-                f"the request body did not arrive within {self.body_timeout_s:g} s",
-                {"body_timeout_seconds": self.body_timeout_s},
-                headers={"Connection": "close"},
-            )
+                    408,
+                    "body_timeout",
+                    f"the request body did not arrive within {self.body_timeout_s:g} s",
+                    {"body_timeout_seconds": self.body_timeout_s},
+                    headers={"Connection": "close"},
+                ) from None
+            finally:
+                timer.cancel()
+                controller.body_reads.discard(cut)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
 
         return guarded
+
+    def _shutting_down(self) -> APIError:
+        return APIError(
+            503,
+            "shutting_down",
+            "the service is shutting down; the request body was not complete",
+            headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
+        )
+
+
+class _BodyCut:
+    """Cuts off one body read: `fire(reason)` cancels the reading task once, remembering why."""
+
+    __slots__ = ("controller", "reason", "task")
+
+    def __init__(self, task: asyncio.Task[object] | None, controller: AdmissionController) -> None:
+        self.task = task
+        self.controller = controller
+        self.reason: str | None = None
+
+    def fire(self, reason: str) -> None:
+        if self.reason is None and self.task is not None:
+            self.reason = reason
+            self.task.cancel()
+
+
+def _uncancel(task: asyncio.Task[object] | None) -> None:
+    # Python 3.11+: the cancellation was handled here, so the task is not "being cancelled" any more.
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

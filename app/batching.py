@@ -9,6 +9,11 @@ loop keeps accepting requests (and the next batch keeps filling) while TensorFlo
 is bounded: when it is full, `submit` fails fast with `QueueFullError` instead of letting latency
 grow without limit.
 
+A lone request need not pay for the hand-off at all: `try_alone`, called from the worker thread
+that has just decoded the image, runs the model right there when nothing else is queued, running
+or on its way (a batch of one is all the batcher would have formed). One lock around the model
+keeps such a call and the batcher's own from overlapping.
+
 The batcher does not know what a model returns: `predict` maps a stacked batch [N, ...] to N
 results of any type, and each caller gets the result for its own image. Metrics go to an optional
 `BatcherMetrics`, so this module imports nothing else from the service.
@@ -20,6 +25,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,6 +104,10 @@ class DynamicBatcher(Generic[R]):
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        self._model_lock = threading.Lock()
+        # True while `try_alone` has the model: queued images wait for it instead of for the lock.
+        self._alone_running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def running(self) -> bool:
@@ -114,6 +125,7 @@ class DynamicBatcher(Generic[R]):
     async def start(self) -> None:
         if self._worker is not None:
             raise RuntimeError("batcher already started")
+        self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-inference")
         self._worker = asyncio.create_task(self._run(), name="catdog-batcher")
 
@@ -166,6 +178,42 @@ class DynamicBatcher(Generic[R]):
         self._wakeup.set()
         return list(await asyncio.gather(*(job.future for job in jobs)))
 
+    def try_alone(self, image: np.ndarray, own_announced: int = 1) -> BatchResult[R] | None:
+        """Run the model on `image` in the calling thread if the batcher is idle, else None.
+
+        Idle: running, nothing queued or in the model, and no image announced beyond the caller's
+        own `own_announced`. Called from a worker thread: the state read here may change as it is
+        read, which only decides which way the image goes; the model lock keeps the calls apart.
+        Raises InferenceError as a batch would.
+        """
+        if self._loop is None or not self.running or self._pending or self._in_flight:
+            return None
+        if self._announced > own_announced or not self._model_lock.acquire(blocking=False):
+            return None
+        self._alone_running = True
+        try:
+            started = time.perf_counter()
+            try:
+                outputs = self._predict(image[None])
+                if len(outputs) != 1:
+                    raise RuntimeError(f"predict returned {len(outputs)} results for a batch of 1")
+            except Exception as exc:
+                logger.exception("model call failed", extra={"batch_size": 1})
+                raise InferenceError(f"the model call failed: {exc}") from exc
+            inference_seconds = time.perf_counter() - started
+        finally:
+            self._alone_running = False
+            self._model_lock.release()
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+                self._loop.call_soon_threadsafe(self._wakeup.set)  # images queued meanwhile may go
+        if self._metrics is not None:
+            self._metrics.batch_done(1, inference_seconds, [0.0])
+        return BatchResult(outputs[0], 0.0, inference_seconds, 1)
+
+    def _predict_locked(self, batch: np.ndarray) -> Sequence[R]:
+        with self._model_lock:
+            return self._predict(batch)
+
     async def _run(self) -> None:
         while True:
             jobs = await self._next_batch()
@@ -174,7 +222,7 @@ class DynamicBatcher(Generic[R]):
 
     async def _next_batch(self) -> list[_Job[R]]:
         loop = asyncio.get_running_loop()
-        while not self._pending:
+        while not self._pending or self._alone_running:
             self._wakeup.clear()
             await self._wakeup.wait()
         # Wait for announced images to join, but never longer than max_wait after the oldest arrived.
@@ -200,7 +248,7 @@ class DynamicBatcher(Generic[R]):
         batch = np.stack([job.image for job in jobs])
         self._in_flight = jobs
         try:
-            outputs = await loop.run_in_executor(self._executor, self._predict, batch)
+            outputs = await loop.run_in_executor(self._executor, self._predict_locked, batch)
             if len(outputs) != len(jobs):
                 raise RuntimeError(f"predict returned {len(outputs)} results for a batch of {len(jobs)}")
         except Exception as exc:

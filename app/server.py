@@ -82,7 +82,7 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.admission is not None:
-            self.admission.draining.set()
+            self.admission.start_draining()
         await super().shutdown(sockets)
 
 

@@ -6,6 +6,8 @@ Every image goes the same way, for /predict and /predict/batch alike:
            the header first (format, pixel limit after JPEG draft scaling, decode cost in bytes), then
            the pixels, holding that many bytes of the shared decode budget (app/admission.py) while
            they are decoded; a bad image is a 400 or 413 naming the file
+  alone    a lone /predict image, with nothing else queued or being decoded, goes through the model
+           in that same thread (DynamicBatcher.try_alone): one thread hop for the whole request
   admit    into the batcher's bounded queue, all of a request's images or none; 503 when full
   batch    wait for the shared model call the batcher forms (app/batching.py)
   describe class probabilities -> label, confidence, pet flag, and the request's timings
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.admission import DecodeBudget
@@ -98,15 +101,15 @@ class PredictionService:
 
     async def predict(self, upload: Upload, started: float) -> PredictionResponse:
         with self.batcher.announce():
-            image = await self._decode(upload)
-        decoded = time.perf_counter()
-        result = (await self._admit_and_batch([image]))[0]
+            decoded = await self._decode(upload, alone=True)
+        # A lone request was answered by the model in its decoding thread (DynamicBatcher.try_alone).
+        result = decoded.alone or (await self._admit_and_batch([decoded.pixels]))[0]
         return PredictionResponse(
             **self._describe(result.output).model_dump(),
             model_version=self.model.version,
             latency_ms=_ms(time.perf_counter() - started),
             timing=Timing(
-                decode_ms=_ms(decoded - started),
+                decode_ms=_ms(decoded.at - started),
                 queue_ms=_ms(result.queue_seconds),
                 inference_ms=_ms(result.inference_seconds),
                 batch_size=result.batch_size,
@@ -119,7 +122,9 @@ class PredictionService:
             outcomes = await asyncio.gather(
                 *(self._decode(upload) for upload in uploads), return_exceptions=True
             )
-        images = [_image_or_raise(outcome) for outcome in outcomes if not isinstance(outcome, APIError)]
+        images = [
+            _image_or_raise(outcome).pixels for outcome in outcomes if not isinstance(outcome, APIError)
+        ]
         failures = [
             (index, upload, outcome)
             for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))
@@ -160,19 +165,24 @@ class PredictionService:
             queue_depth=self.batcher.queue_depth,
         )
 
-    async def _decode(self, upload: Upload) -> np.ndarray:
+    async def _decode(self, upload: Upload, alone: bool = False) -> _Decoded:
         """Decode off the event loop within the decode budget; a bad image becomes a 400 or 413
-        naming the file."""
+        naming the file. `alone`: also run the model in the same thread if the batcher is idle.
+
+        One hop to a worker thread in the common case: header, budget, pixels (and, alone, the
+        model) all there. Only when the budget is spent does the image wait here, on the event
+        loop, for its bytes, and go back to a thread to be decoded.
+        """
         name = f"'{upload.filename}'" if upload.filename else "the image"
-        size = self.model.image_size
         try:
-            # Header only: cheap, and nothing is allocated for the pixels yet.
-            image = await run_in_threadpool(
-                probe_image, upload.data, self.settings.max_image_pixels, (size, size)
-            )
-            cost = check_decode_budget(image, self.decode_budget.capacity)
+            loop = asyncio.get_running_loop()
+            first = await run_in_threadpool(self._decode_in_thread, upload.data, alone, loop)
+            if isinstance(first, _Decoded):
+                return first
+            image, cost = first
             async with self.decode_budget.hold(cost):
-                return await run_in_threadpool(model_input_from_image, image, size)
+                pixels = await run_in_threadpool(model_input_from_image, image, self.model.image_size)
+            return _Decoded(pixels, time.perf_counter())
         except ImageOverBudgetError as exc:
             raise APIError(
                 413, "image_too_large", f"{name}: {exc}", {"decode_memory_bytes": exc.budget_bytes}
@@ -185,6 +195,27 @@ class PredictionService:
             raise APIError(400, "empty_image", f"{name}: {exc}") from exc
         except ImageDecodeError as exc:
             raise APIError(400, "undecodable_image", f"{name}: {exc}") from exc
+        except InferenceError as exc:
+            raise APIError(500, "inference_failed", "the model failed on this request") from exc
+
+    def _decode_in_thread(
+        self, data: bytes, alone: bool, loop: asyncio.AbstractEventLoop
+    ) -> _Decoded | tuple[Image.Image, int]:
+        """In a worker thread: the decoded image, or (header, cost) when the budget must be waited for."""
+        size = self.model.image_size
+        # Header only: cheap, and nothing is allocated for the pixels yet.
+        image = probe_image(data, self.settings.max_image_pixels, (size, size))
+        cost = check_decode_budget(image, self.decode_budget.capacity)
+        if not self.decode_budget.try_take(cost):
+            return image, cost
+        try:
+            pixels = model_input_from_image(image, size)
+        finally:
+            # Given back on the event loop, which wakes whoever waits for these bytes.
+            loop.call_soon_threadsafe(self.decode_budget.release, cost)
+        decoded = time.perf_counter()
+        result = self.batcher.try_alone(pixels) if alone else None
+        return _Decoded(pixels, decoded, result)
 
     async def _admit_and_batch(self, images: list[np.ndarray]) -> list[BatchResult[ImageScores]]:
         try:
@@ -259,7 +290,14 @@ class PredictionService:
         )
 
 
-def _image_or_raise(outcome: np.ndarray | BaseException) -> np.ndarray:
+@dataclass(frozen=True)
+class _Decoded:
+    pixels: np.ndarray  # uint8 [size, size, 3]
+    at: float  # time.perf_counter() when decoding ended
+    alone: BatchResult[ImageScores] | None = None  # the model's answer, when it ran in the same thread
+
+
+def _image_or_raise(outcome: _Decoded | BaseException) -> _Decoded:
     """A decoded image, or the unexpected error its decoding raised (a bug, not a bad file)."""
     if isinstance(outcome, BaseException):
         raise outcome

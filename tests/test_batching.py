@@ -312,3 +312,86 @@ def test_metrics_callbacks_report_batches_depth_and_rejections() -> None:
         assert metrics.depths[-1] == 0
 
     asyncio.run(scenario())
+
+
+def test_lone_image_runs_in_the_calling_thread_when_idle() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        metrics = RecordingMetrics()
+        batcher = await started(model, metrics)
+        threads: list[str] = []
+
+        def in_worker() -> Any:
+            threads.append(threading.current_thread().name)
+            return batcher.try_alone(image(7))
+
+        with batcher.announce():  # the caller's own image is announced while it decodes
+            result = await asyncio.to_thread(in_worker)
+        await batcher.close()
+        assert result is not None
+        assert (result.output, result.batch_size, result.queue_seconds) == (7, 1, 0.0)
+        assert model.batch_sizes == [1]
+        assert [size for size, _, _ in metrics.batches] == [1]
+        assert not threads[0].startswith("catdog-inference")
+
+    asyncio.run(scenario())
+
+
+def test_lone_path_declines_when_others_are_queued_or_announced() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        model.release.clear()  # the batcher's own call holds the model
+        batcher = await started(model, max_wait_s=0.0)
+        in_model = asyncio.ensure_future(batcher.submit(image(1)))
+        await asyncio.sleep(0.1)
+        busy = await asyncio.to_thread(batcher.try_alone, image(2))
+        model.release.set()
+        await in_model
+        with batcher.announce(2):  # another request is still decoding
+            crowded = await asyncio.to_thread(batcher.try_alone, image(3))
+        idle = await asyncio.to_thread(batcher.try_alone, image(4), 0)
+        await batcher.close()
+        closed = await asyncio.to_thread(batcher.try_alone, image(5), 0)
+        assert (busy, crowded, closed) == (None, None, None)
+        assert idle is not None and idle.output == 4
+        assert model.batch_sizes == [1, 1]
+
+    asyncio.run(scenario())
+
+
+def test_images_queued_during_a_lone_call_wait_for_it_then_batch_together() -> None:
+    async def scenario() -> None:
+        model = RecordingModel()
+        model.release.clear()
+        batcher = await started(model, max_wait_s=0.0)
+        lone = asyncio.ensure_future(asyncio.to_thread(batcher.try_alone, image(1), 0))
+        await asyncio.sleep(0.1)  # the lone call now holds the model
+        queued = [asyncio.ensure_future(batcher.submit(image(2))) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert batcher.queue_depth == 3, "queued images wait in the queue, not at the model's lock"
+        model.release.set()
+        first = await lone
+        results = await asyncio.gather(*queued)
+        await batcher.close()
+        assert first is not None and first.output == 1
+        assert [r.output for r in results] == [2, 2, 2]
+        assert model.batch_sizes == [1, 3]
+
+    asyncio.run(scenario())
+
+
+def test_lone_call_failure_is_an_inference_error() -> None:
+    async def scenario() -> None:
+        model = RecordingModel(fail=True)
+        batcher = await started(model)
+        with pytest.raises(InferenceError):
+            await asyncio.to_thread(batcher.try_alone, image(1), 0)
+        model.fail = False
+        # The model is free again, for the lone path and the batcher alike.
+        again = await asyncio.to_thread(batcher.try_alone, image(2), 0)
+        batched = await batcher.submit(image(3))
+        await batcher.close()
+        assert again is not None and again.output == 2
+        assert batched.output == 3
+
+    asyncio.run(scenario())

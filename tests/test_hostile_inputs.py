@@ -156,3 +156,28 @@ def test_jpeg_bomb_is_refused_even_at_one_eighth_scale(client: TestClient) -> No
     sof = data.find(b"\xff\xc0")
     data[sof + 5 : sof + 9] = (65000).to_bytes(2, "big") * 2
     assert_error(post_image(client, bytes(data), "image/jpeg"), 413, "image_too_large")
+
+
+def test_decode_budget_try_take_never_waits_and_never_overtakes() -> None:
+    async def scenario() -> None:
+        budget = DecodeBudget(10)
+        assert await asyncio.to_thread(budget.try_take, 6)  # a worker thread, room: taken
+        assert not await asyncio.to_thread(budget.try_take, 5)  # over the budget: refused at once
+        release = asyncio.Event()
+
+        async def waiter() -> None:
+            async with budget.hold(5):
+                await release.wait()
+
+        waiting = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        # 2 bytes would fit, but someone is queued first: the thread must take the waiting path.
+        assert not await asyncio.to_thread(budget.try_take, 2)
+        budget.release(6)  # back on the event loop: the waiter gets its bytes
+        await asyncio.sleep(0.01)
+        assert budget.used == 5
+        release.set()
+        await waiting
+        assert budget.used == 0
+
+    asyncio.run(scenario())
