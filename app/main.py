@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -72,7 +73,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=state.metrics,
     )
     await batcher.start()
-    state.model, state.batcher = model, batcher
+    # Default size, min(32, CPUs + 4): decoding is CPU work, and the decode budget bounds its memory.
+    decode_pool = ThreadPoolExecutor(thread_name_prefix="catdog-decode")
+    state.model, state.batcher, state.decode_pool = model, batcher, decode_pool
     logger.info(
         "ready",
         extra={
@@ -89,6 +92,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         state.batcher = None
         await batcher.close()
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        state.decode_pool = None
         logger.info("stopped")
 
 
