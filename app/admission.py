@@ -242,7 +242,7 @@ class AdmissionMiddleware:
                 return await receive()
             if controller.draining.is_set():
                 raise self._shutting_down()
-            cut = _BodyCut(asyncio.current_task(), controller)
+            cut = _BodyCut(asyncio.current_task())
             timer = loop.call_at(deadline, cut.fire, "timeout")
             controller.body_reads.add(cut)
             try:
@@ -281,11 +281,10 @@ class AdmissionMiddleware:
 class _BodyCut:
     """Cuts off one body read: `fire(reason)` cancels the reading task once, remembering why."""
 
-    __slots__ = ("controller", "reason", "task")
+    __slots__ = ("reason", "task")
 
-    def __init__(self, task: asyncio.Task[object] | None, controller: AdmissionController) -> None:
+    def __init__(self, task: asyncio.Task[object] | None) -> None:
         self.task = task
-        self.controller = controller
         self.reason: str | None = None
 
     def fire(self, reason: str) -> None:
