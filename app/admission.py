@@ -43,9 +43,9 @@ class DecodeBudget:
     """A byte-weighted semaphore: `async with budget.hold(n)` waits until n bytes are free.
 
     A worker thread that has just read an image's header may also `try_take(n)` without waiting
-    (the one-hop decode in app/service.py); the bytes it got go back with `release(n)`, called on
-    the event loop. A lock guards the count because of those threads; waiters are only ever woken
-    on the event loop, where their futures live.
+    (the one-hop decode in app/service.py); the bytes it got go back with `release_from_thread`.
+    A lock guards the count because of those threads; waiters are only ever woken on the event
+    loop, where their futures live.
     """
 
     def __init__(self, capacity: int, registry: CollectorRegistry | None = None) -> None:
@@ -78,9 +78,18 @@ class DecodeBudget:
             self._take(nbytes)
             return True
 
-    def release(self, nbytes: int) -> None:
-        """Give back what `try_take(nbytes)` took; on the event loop (it may wake a waiter)."""
-        self._release(self.clamp(nbytes))
+    def release_from_thread(self, nbytes: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Give back what `try_take(nbytes)` took, from the worker thread. The event loop is woken
+        only when someone waits for bytes: a lone request's model call, which comes next in that
+        thread, then runs with nothing else on the CPU."""
+        nbytes = self.clamp(nbytes)
+        with self._lock:
+            if not self._waiters:
+                self.used -= nbytes
+                if self._gauge is not None:
+                    self._gauge.set(self.used)
+                return
+        loop.call_soon_threadsafe(self._release, nbytes)
 
     @contextlib.asynccontextmanager
     async def hold(self, nbytes: int) -> AsyncIterator[None]:

@@ -204,8 +204,12 @@ class DynamicBatcher(Generic[R]):
         finally:
             self._alone_running = False
             self._model_lock.release()
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-                self._loop.call_soon_threadsafe(self._wakeup.set)  # images queued meanwhile may go
+            # Images queued meanwhile wait for this call (_next_batch): wake the batcher for them.
+            # Checked after clearing the flag, so an image queued later finds it clear. No wake-up
+            # otherwise: every one costs the event loop a turn and the CPU a context switch.
+            if self._pending:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                    self._loop.call_soon_threadsafe(self._wakeup.set)
         if self._metrics is not None:
             self._metrics.batch_done(1, inference_seconds, [0.0])
         return BatchResult(outputs[0], 0.0, inference_seconds, 1)

@@ -223,8 +223,7 @@ class PredictionService:
         try:
             pixels = model_input_from_image(image, size)
         finally:
-            # Given back on the event loop, which wakes whoever waits for these bytes.
-            loop.call_soon_threadsafe(self.decode_budget.release, cost)
+            self.decode_budget.release_from_thread(cost, loop)
         decoded = time.perf_counter()
         result = self.batcher.try_alone(pixels) if alone else None
         return _Decoded(pixels, decoded, result)

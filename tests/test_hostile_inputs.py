@@ -173,11 +173,16 @@ def test_decode_budget_try_take_never_waits_and_never_overtakes() -> None:
         await asyncio.sleep(0.01)
         # 2 bytes would fit, but someone is queued first: the thread must take the waiting path.
         assert not await asyncio.to_thread(budget.try_take, 2)
-        budget.release(6)  # back on the event loop: the waiter gets its bytes
+        # Given back from a thread while someone waits: the event loop hands the bytes on.
+        await asyncio.to_thread(budget.release_from_thread, 6, asyncio.get_running_loop())
         await asyncio.sleep(0.01)
         assert budget.used == 5
         release.set()
         await waiting
+        assert budget.used == 0
+        # Nobody waiting: given back in the thread itself.
+        assert await asyncio.to_thread(budget.try_take, 4)
+        await asyncio.to_thread(budget.release_from_thread, 4, asyncio.get_running_loop())
         assert budget.used == 0
 
     asyncio.run(scenario())
