@@ -10,6 +10,11 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.catdog-installed"
 LOCK="$ROOT/requirements/dev.lock"
 want="$({ cat "$ROOT/pyproject.toml"; cat "$LOCK" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)"
+# A venv whose creation was interrupted (no pip in it) is made again rather than failing later.
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version > /dev/null 2>&1; then
+  echo "setup: $VENV is incomplete (no pip); creating it again" >&2
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)" >&2
   "$PYTHON" -m venv "$VENV"
