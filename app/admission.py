@@ -73,9 +73,9 @@ class DecodeBudget:
         """Take `clamp(nbytes)` now if that needs no wait (nobody queued, enough free); any thread."""
         nbytes = self.clamp(nbytes)
         with self._lock:
-            if self._waiters or self.used + nbytes > self.capacity:
+            if not self._free_for(nbytes):
                 return False
-            self._take(nbytes)
+            self._add(nbytes)
             return True
 
     def release_from_thread(self, nbytes: int, loop: asyncio.AbstractEventLoop) -> None:
@@ -85,9 +85,7 @@ class DecodeBudget:
         nbytes = self.clamp(nbytes)
         with self._lock:
             if not self._waiters:
-                self.used -= nbytes
-                if self._gauge is not None:
-                    self._gauge.set(self.used)
+                self._add(-nbytes)
                 return
         loop.call_soon_threadsafe(self._release, nbytes)
 
@@ -95,9 +93,9 @@ class DecodeBudget:
     async def hold(self, nbytes: int) -> AsyncIterator[None]:
         nbytes = self.clamp(nbytes)
         with self._lock:
-            granted = not self._waiters and self.used + nbytes <= self.capacity
+            granted = self._free_for(nbytes)
             if granted:
-                self._take(nbytes)
+                self._add(nbytes)
             else:
                 future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 entry = (nbytes, future)
@@ -118,16 +116,18 @@ class DecodeBudget:
         finally:
             self._release(nbytes)
 
-    def _take(self, nbytes: int) -> None:  # with the lock held
+    def _free_for(self, nbytes: int) -> bool:  # with the lock held
+        """Nobody queued ahead, and room for `nbytes` now."""
+        return not self._waiters and self.used + nbytes <= self.capacity
+
+    def _add(self, nbytes: int) -> None:  # with the lock held; negative gives bytes back
         self.used += nbytes
         if self._gauge is not None:
             self._gauge.set(self.used)
 
     def _release(self, nbytes: int) -> None:
         with self._lock:
-            self.used -= nbytes
-            if self._gauge is not None:
-                self._gauge.set(self.used)
+            self._add(-nbytes)
         self._wake()
 
     def _wake(self) -> None:
@@ -141,7 +141,7 @@ class DecodeBudget:
                 if self.used + nbytes > self.capacity:
                     return
                 self._waiters.popleft()
-                self._take(nbytes)
+                self._add(nbytes)
                 future.set_result(None)
 
 

@@ -73,14 +73,14 @@ def test_batch_files_are_decoded_within_the_budget(
     client = make_client(decode_memory_bytes=8 * MiB)
     budget: DecodeBudget = client.app.state.service.decode_budget  # type: ignore[attr-defined]
     peak = 0
-    take = budget._take
+    add = budget._add  # every change of budget.used goes through it
 
-    def recording_take(nbytes: int) -> None:
+    def recording_add(nbytes: int) -> None:
         nonlocal peak
-        take(nbytes)
+        add(nbytes)
         peak = max(peak, budget.used)
 
-    monkeypatch.setattr(budget, "_take", recording_take)
+    monkeypatch.setattr(budget, "_add", recording_add)
     image = encode(Image.new("I;16", (1400, 1400), 30000), "PNG")  # 3.9 MB each: two fit at once
     files = [("files", (f"{i}.png", image, "image/png")) for i in range(5)]
     response = client.post("/predict/batch", files=files)
