@@ -207,8 +207,8 @@ class PredictionService:
             raise APIError(400, "empty_image", f"{name}: {exc}") from exc
         except ImageDecodeError as exc:
             raise APIError(400, "undecodable_image", f"{name}: {exc}") from exc
-        except InferenceError as exc:
-            raise APIError(500, "inference_failed", "the model failed on this request") from exc
+        except InferenceError as exc:  # the lone path's model call (try_alone)
+            raise _inference_failed() from exc
 
     def _decode_in_thread(
         self, data: bytes, alone: bool, loop: asyncio.AbstractEventLoop
@@ -236,7 +236,7 @@ class PredictionService:
         except BatcherClosedError as exc:
             raise retry_later("not_ready", str(exc), self.settings) from exc
         except InferenceError as exc:
-            raise APIError(500, "inference_failed", "the model failed on this request") from exc
+            raise _inference_failed() from exc
 
     def _describe(self, scores: ImageScores) -> Prediction:
         names = self.model.class_names
@@ -307,6 +307,11 @@ class _Decoded:
     pixels: np.ndarray  # uint8 [size, size, 3]
     at: float  # time.perf_counter() when decoding ended
     alone: BatchResult[ImageScores] | None = None  # the model's answer, when it ran in the same thread
+
+
+def _inference_failed() -> APIError:
+    """The model call failed, batched or alone: a 500 that does not leak the model's error."""
+    return APIError(500, "inference_failed", "the model failed on this request")
 
 
 def _image_or_raise(outcome: _Decoded | BaseException) -> _Decoded:
