@@ -10,8 +10,11 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.catdog-installed"
 LOCK="$ROOT/requirements/dev.lock"
 want="$({ cat "$ROOT/pyproject.toml"; cat "$LOCK" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)"
+installed="$(cat "$STAMP" 2>/dev/null || true)"
 # A venv whose creation was interrupted (no pip in it) is made again rather than failing later.
-if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version > /dev/null 2>&1; then
+# Checked only when an install is due: a finished install has written its stamp.
+if [ "$installed" != "$want" ] && [ -x "$VENV/bin/python" ] \
+  && ! "$VENV/bin/python" -m pip --version > /dev/null 2>&1; then
   echo "setup: $VENV is incomplete (no pip); creating it again" >&2
   rm -rf "$VENV"
 fi
@@ -19,7 +22,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)" >&2
   "$PYTHON" -m venv "$VENV"
 fi
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
+if [ "$installed" != "$want" ]; then
   echo "setup: installing catdog and its dependencies (TensorFlow is ~600 MB; first time takes minutes)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   if [ -f "$LOCK" ]; then
