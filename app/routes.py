@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from app import openapi
-from app.schemas import BatchPredictionResponse, Health, PredictionResponse, Readiness
+from app.schemas import Health, Readiness
 from app.service import PredictionService, ServiceState
 from app.uploads import read_image_files, read_single_image
 
@@ -36,19 +37,26 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
 
 
+def answer_json(answer: BaseModel) -> Response:
+    """The service's validated answer as JSON, encoded once. Returned as a model, FastAPI would dump
+    it, validate the dump against `response_model` again and encode that: ~0.1 ms more per request
+    for the same bytes. The routes keep `response_model` for the OpenAPI schema."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
 @router.post("/predict", **openapi.PREDICT)
-async def predict(request: Request, service: ServiceDep) -> PredictionResponse:
+async def predict(request: Request, service: ServiceDep) -> Response:
     started = time.perf_counter()
     upload = await read_single_image(request, service.settings.max_upload_bytes)
-    return await service.predict(upload, started)
+    return answer_json(await service.predict(upload, started))
 
 
 @router.post("/predict/batch", **openapi.PREDICT_BATCH)
-async def predict_batch(request: Request, service: ServiceDep) -> BatchPredictionResponse:
+async def predict_batch(request: Request, service: ServiceDep) -> Response:
     started = time.perf_counter()
     settings = service.settings
     uploads = await read_image_files(request, settings.max_upload_bytes, settings.max_batch_files)
-    return await service.predict_batch(uploads, started)
+    return answer_json(await service.predict_batch(uploads, started))
 
 
 @router.get("/healthz", **openapi.HEALTHZ)

@@ -22,6 +22,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -31,7 +32,7 @@ from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, Infere
 from app.errors import APIError
 from app.metrics import ServiceMetrics
 from app.model import ImageScores, ServedModel
-from app.schemas import BatchItem, BatchPredictionResponse, Prediction, PredictionResponse, Readiness, Timing
+from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Timing
 from app.settings import Settings
 from app.uploads import Upload
 from catdog.imaging import (
@@ -113,7 +114,7 @@ class PredictionService:
         # A lone request was answered by the model in its decoding thread (DynamicBatcher.try_alone).
         result = decoded.alone or (await self._admit_and_batch([decoded.pixels]))[0]
         return PredictionResponse(
-            **self._describe(result.output).model_dump(),
+            **self._describe(result.output),
             model_version=self.model.version,
             latency_ms=_ms(time.perf_counter() - started),
             timing=Timing(
@@ -158,7 +159,7 @@ class PredictionService:
         results = await self._admit_and_batch(images)
         return BatchPredictionResponse(
             predictions=[
-                BatchItem(index=index, filename=upload.filename, **self._describe(result.output).model_dump())
+                BatchItem(index=index, filename=upload.filename, **self._describe(result.output))
                 for index, (upload, result) in enumerate(zip(uploads, results, strict=True))
             ],
             model_version=self.model.version,
@@ -238,7 +239,8 @@ class PredictionService:
         except InferenceError as exc:
             raise _inference_failed() from exc
 
-    def _describe(self, scores: ImageScores) -> Prediction:
+    def _describe(self, scores: ImageScores) -> dict[str, Any]:
+        """A `Prediction`'s fields, for the response models to validate once (no intermediate model)."""
         names = self.model.class_names
         probabilities = {
             name: round(float(p), 6) for name, p in zip(names, scores.probabilities, strict=True)
@@ -246,14 +248,14 @@ class PredictionService:
         best = int(np.argmax(scores.probabilities))
         threshold = self.model.pet_threshold
         pet_score = None if scores.pet_score is None else round(scores.pet_score, 6)
-        return Prediction(
-            label=names[best],
-            confidence=probabilities[names[best]],
-            probabilities=probabilities,
-            pet_score=pet_score,
+        return {
+            "label": names[best],
+            "confidence": probabilities[names[best]],
+            "probabilities": probabilities,
+            "pet_score": pet_score,
             # Compared as reported, so a client applying the same threshold to pet_score agrees.
-            is_cat_or_dog=None if pet_score is None or threshold is None else pet_score >= threshold,
-        )
+            "is_cat_or_dog": None if pet_score is None or threshold is None else pet_score >= threshold,
+        }
 
     async def predict_arrays(self, images: np.ndarray, started: float) -> BatchPredictionResponse:
         """Pixels a client decoded itself (the V2 UINT8 input, TF Serving pixel instances): a uint8
@@ -294,7 +296,7 @@ class PredictionService:
         results = await self._admit_and_batch(rows)
         return BatchPredictionResponse(
             predictions=[
-                BatchItem(index=index, filename=None, **self._describe(result.output).model_dump())
+                BatchItem(index=index, filename=None, **self._describe(result.output))
                 for index, result in enumerate(results)
             ],
             model_version=self.model.version,

@@ -230,6 +230,14 @@ def test_openapi_documents_the_pet_fields(client: TestClient) -> None:
     assert "ModelMetadata" in schemas
 
 
+def test_openapi_names_the_prediction_answers(client: TestClient) -> None:
+    # The routes return the answer already encoded (routes.answer_json); the schema must still say what it is.
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, schema in (("/predict", "PredictionResponse"), ("/predict/batch", "BatchPredictionResponse")):
+        content = paths[path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert content["schema"] == {"$ref": f"#/components/schemas/{schema}"}, path
+
+
 # --- bad input: 400 ------------------------------------------------------------------------------
 
 
