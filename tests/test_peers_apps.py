@@ -84,3 +84,10 @@ def test_peer_in_its_venv_answers(peer: str, tiny_pet_model_dir: Path) -> None:
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     finally:
         server.stop()
+
+
+def test_ratio_summary_gives_the_spread_of_same_round_ratios() -> None:
+    text = runner.ratio_summary([1.0, 1.1, 0.9, 1.05])
+    assert text == "median 1.025  mean 1.012 [0.929, 1.096]  ahead in 2 of 4"
+    # Two rounds are too few for an interval.
+    assert runner.ratio_summary([1.2, 1.3]) == "median 1.250  mean 1.250  ahead in 2 of 2"

@@ -419,6 +419,22 @@ def report(results: dict[str, dict[int, list[Run]]], concurrency: list[int]) -> 
                 f"{pct[0]:.1f} | {pct[1]:.1f} | {pct[2]:.1f} | {sum(r.errors for r in runs)} | "
                 f"{max(r.peak_rss for r in runs) / 2**20:.0f} |"
             )
+    print("\ncatdog / system, same-round ratios (the interval: mean +- 1.96 standard errors, 3+ rounds)")
+    for c in concurrency:
+        catdog = results.get("catdog", {}).get(c, [])
+        for name, by_c in results.items():
+            if catdog and name != "catdog" and by_c[c]:
+                ratios = [a.rps / b.rps for a, b in zip(catdog, by_c[c], strict=True)]
+                print(f"  c={c:<3} {name:<9} {ratio_summary(ratios)}")
+
+
+def ratio_summary(ratios: list[float]) -> str:
+    """Median, mean with a 95% interval (normal approximation) and how often catdog was ahead."""
+    text = f"median {statistics.median(ratios):.3f}  mean {statistics.mean(ratios):.3f}"
+    if len(ratios) >= 3:
+        half = 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5
+        text += f" [{statistics.mean(ratios) - half:.3f}, {statistics.mean(ratios) + half:.3f}]"
+    return text + f"  ahead in {sum(r > 1 for r in ratios)} of {len(ratios)}"
 
 
 if __name__ == "__main__":
