@@ -91,3 +91,14 @@ def test_ratio_summary_gives_the_spread_of_same_round_ratios() -> None:
     assert text == "median 1.025  mean 1.012 [0.929, 1.096]  ahead in 2 of 4"
     # Two rounds are too few for an interval.
     assert runner.ratio_summary([1.2, 1.3]) == "median 1.250  mean 1.250  ahead in 2 of 2"
+
+
+def test_phase_medians_skip_warm_up_and_incomplete_requests() -> None:
+    from benchmarks.phases import MARKS, medians
+
+    request = dict(zip(MARKS, (0.0, 0.001, 0.002, 0.005, 0.020, 0.021, 0.022), strict=True))
+    found = medians([{"arrive": 0.0}, *[request] * 3], skip=1)  # the first: warm-up; none incomplete
+    assert found["requests"] == 3
+    assert found["model call"] == pytest.approx(15.0)
+    assert found["event loop, critical path"] == pytest.approx(2.0 + 1.0)  # arrive->decode + model end->sent
+    assert medians([{"arrive": 0.0}, request], skip=0)["requests"] == 1  # the incomplete one is left out
