@@ -16,7 +16,8 @@ the same points of both (wrappers installed before the app starts):
 hey sends one request at a time (same photo, keep-alive) to one server while the other is stopped,
 rounds interleaved; the per-phase medians are printed per server. "event loop, critical path" is
 arrive -> decode plus model end -> sent: what the HTTP side adds to a lone request's latency. The
-wrappers cost a few microseconds each; both servers carry the same ones.
+wrappers cost a few microseconds each; both servers carry the same ones. `--stub-sleep-ms 15`
+swaps the model call for a sleep, to see the servers with the CPU idle between requests.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ PHASES = {
 }
 
 
-def install_checkpoints() -> list[dict[str, float]]:
-    """Child process: wrap the checkpoints above; the list fills with each request's marks."""
+def install_checkpoints(stub_sleep_s: float | None = None) -> list[dict[str, float]]:
+    """Child process: wrap the checkpoints above; the list fills with each request's marks.
+
+    `stub_sleep_s`: after the warm-up calls, the model call sleeps that long and answers what the
+    real model answered for the same batch size during warm-up (the CPU stays idle meanwhile)."""
     from fastapi import FastAPI
     from uvicorn.protocols.http import httptools_impl
 
@@ -119,11 +123,15 @@ def install_checkpoints() -> list[dict[str, float]]:
     app.service.probe_image = on_probe  # type: ignore[attr-defined]
 
     predict = catdog.saved_model.ExportedModel.predict
+    answers: dict[int, Any] = {}
 
     def on_predict(self: Any, images: Any) -> Any:
         mark("model")
         try:
-            return predict(self, images)
+            if stub_sleep_s is not None and len(images) in answers:
+                time.sleep(stub_sleep_s)
+                return answers[len(images)]
+            return answers.setdefault(len(images), predict(self, images))
         finally:
             mark("model_end")
 
@@ -131,9 +139,9 @@ def install_checkpoints() -> list[dict[str, float]]:
     return requests
 
 
-def serve(kind: str, port: int, model_dir: Path, out: Path) -> None:
+def serve(kind: str, port: int, model_dir: Path, out: Path, stub_sleep_s: float | None) -> None:
     """Child process: serve `kind` with checkpoints until SIGTERM, then write the marks to `out`."""
-    requests = install_checkpoints()
+    requests = install_checkpoints(stub_sleep_s)
     # uvicorn raises the SIGTERM it caught again once it has shut down; with Python's default
     # handler that would end the process before the marks are written.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -174,12 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--runtime", default="auto", help="CATDOG_RUNTIME / PEER_RUNTIME for both")
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model" / "default")
+    parser.add_argument(
+        "--stub-sleep-ms",
+        type=float,
+        help="replace the model call by a sleep this long (same answers): the CPU idles meanwhile",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)  # child: catdog | naive
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, args.model_dir, args.out)
+        stub = None if args.stub_sleep_ms is None else args.stub_sleep_ms / 1000
+        serve(args.serve, args.port, args.model_dir, args.out, stub)
         return 0
     if shutil.which("hey") is None:
         raise SystemExit("needs hey: apt-get install hey")
@@ -199,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 port, out = free_port(), Path(scratch) / f"{kind}-{round_index}.json"
                 command = [sys.executable, "-m", "benchmarks.phases", "--serve", kind, "--port", str(port)]
                 command += ["--out", str(out), "--model-dir", str(args.model_dir)]
+                if args.stub_sleep_ms is not None:
+                    command += ["--stub-sleep-ms", str(args.stub_sleep_ms)]
                 server = subprocess.Popen(
                     command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
