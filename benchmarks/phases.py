@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from benchmarks.common import free_port, sample_photos
-    from benchmarks.peers.common import wait_ok
-    from benchmarks.peers.run import DATA_DIR, REPO_ROOT, load_with_hey, multipart
+    from benchmarks.common import sample_photos
+    from benchmarks.peers.run import DATA_DIR, REPO_ROOT, Server, System, load_with_hey, multipart
 except ModuleNotFoundError as error:
     raise SystemExit("run it from the repo root as: python -m benchmarks.phases") from error
 
@@ -199,34 +197,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs hey: apt-get install hey")
     photo = sample_photos(DATA_DIR, limit=1)[0]
     body = multipart(photo, "file")
-    env = {
-        **os.environ,
-        "CATDOG_RUNTIME": args.runtime,
-        "PEER_RUNTIME": args.runtime,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
+    env = {"CATDOG_RUNTIME": args.runtime, "PEER_RUNTIME": args.runtime, "TF_CPP_MIN_LOG_LEVEL": "3"}
     results: dict[str, list[dict[str, float]]] = {"catdog": [], "naive": []}
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
             kinds = ["catdog", "naive"] if round_index % 2 == 0 else ["naive", "catdog"]
             for kind in kinds:
-                port, out = free_port(), Path(scratch) / f"{kind}-{round_index}.json"
-                command = [sys.executable, "-m", "benchmarks.phases", "--serve", kind, "--port", str(port)]
+                out = Path(scratch) / f"{kind}-{round_index}.json"
+                command = [sys.executable, "-m", "benchmarks.phases", "--serve", kind, "--port", "{port}"]
                 command += ["--out", str(out), "--model-dir", str(args.model_dir)]
                 if args.stub_sleep_ms is not None:
                     command += ["--stub-sleep-ms", str(args.stub_sleep_ms)]
-                server = subprocess.Popen(
-                    command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
+                server = Server(System(kind, command, "/readyz", env=env))
                 try:
-                    wait_ok(f"http://127.0.0.1:{port}/readyz", 300)
-                    run = load_with_hey(f"http://127.0.0.1:{port}/predict", body, 1, args.seconds)
+                    server.wait(timeout=300)
+                    run = load_with_hey(server.base + "/predict", body, 1, args.seconds)
                 finally:
-                    server.send_signal(signal.SIGTERM)
-                    try:
-                        server.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        server.kill()
+                    server.stop()
                 found = medians(json.loads(out.read_text()))
                 results[kind].append(found)
                 print(
