@@ -194,9 +194,7 @@ class DynamicBatcher(Generic[R]):
         try:
             started = time.perf_counter()
             try:
-                outputs = self._predict(image[None])
-                if len(outputs) != 1:
-                    raise RuntimeError(f"predict returned {len(outputs)} results for a batch of 1")
+                outputs = self._predict_checked(image[None])
             except Exception as exc:
                 logger.exception("model call failed", extra={"batch_size": 1})
                 raise InferenceError(f"the model call failed: {exc}") from exc
@@ -214,9 +212,16 @@ class DynamicBatcher(Generic[R]):
             self._metrics.batch_done(1, inference_seconds, [0.0])
         return BatchResult(outputs[0], 0.0, inference_seconds, 1)
 
+    def _predict_checked(self, batch: np.ndarray) -> Sequence[R]:
+        """The model's results for `batch`, one per image (anything else is a model bug)."""
+        outputs = self._predict(batch)
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"predict returned {len(outputs)} results for a batch of {len(batch)}")
+        return outputs
+
     def _predict_locked(self, batch: np.ndarray) -> Sequence[R]:
         with self._model_lock:
-            return self._predict(batch)
+            return self._predict_checked(batch)
 
     async def _run(self) -> None:
         while True:
@@ -253,8 +258,6 @@ class DynamicBatcher(Generic[R]):
         self._in_flight = jobs
         try:
             outputs = await loop.run_in_executor(self._executor, self._predict_locked, batch)
-            if len(outputs) != len(jobs):
-                raise RuntimeError(f"predict returned {len(outputs)} results for a batch of {len(jobs)}")
         except Exception as exc:
             logger.exception("model call failed", extra={"batch_size": len(jobs)})
             for job in jobs:
