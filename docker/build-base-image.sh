@@ -51,7 +51,10 @@ docker info >/dev/null 2>&1 || die "docker engine not reachable (start dockerd f
 
 STANDIN_MARK="catdog local base"
 is_standin() {  # $1: image; true if this script (any version) made it
-    docker history --no-trunc --format '{{.Comment}}' "$1" 2>/dev/null | grep -q "^$STANDIN_MARK"
+    # The whole history is read, then matched (no pipe into grep -q: SIGPIPE under pipefail).
+    local comments
+    comments=$(docker history --no-trunc --format '{{.Comment}}' "$1" 2>/dev/null) || return 1
+    [[ $'\n'"$comments" == *$'\n'"$STANDIN_MARK"* ]]
 }
 # An older version of this script tagged its stand-in with the official name: take that name back.
 if docker image inspect "$OFFICIAL" >/dev/null 2>&1 && is_standin "$OFFICIAL"; then
@@ -67,7 +70,7 @@ if [[ "$PULL" -eq 1 ]]; then
         echo "$OFFICIAL"
         exit 0
     fi
-    log "cannot pull $OFFICIAL: $(echo "$pull_out" | tail -n1)"
+    log "cannot pull $OFFICIAL: ${pull_out##*$'\n'}"
     if docker image inspect "$OFFICIAL" >/dev/null 2>&1; then
         log "using the official $OFFICIAL already present locally"
         echo "$OFFICIAL"
@@ -91,17 +94,19 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 
 # The host's Debian mirror: first non-security URI of a deb822 .sources file or a one-line .list entry.
+# One awk per file picks the first match and reads the file to its end (no early-exiting pipe).
 host_mirror() {
     local f uri
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -f "$f" ]] || continue
-        uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' "$f" | grep -E '/debian/?$' | head -n1 || true)
+        uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if (!found && $i ~ /\/debian\/?$/) found = $i }
+                   END { print found }' "$f")
         [[ -n "$uri" ]] && { echo "${uri%/}"; return; }
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -f "$f" ]] || continue
-        uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; break } }' "$f" \
-            | grep -E '/debian/?$' | head -n1 || true)
+        uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { if (!found && $i ~ /\/debian\/?$/) found = $i; break } }
+                   END { print found }' "$f")
         [[ -n "$uri" ]] && { echo "${uri%/}"; return; }
     done
     echo "http://deb.debian.org/debian"

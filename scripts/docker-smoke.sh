@@ -146,7 +146,8 @@ want_runtime="${CATDOG_SMOKE_RUNTIME:-litert-int8}"
 DATA_DIR="$REPO_ROOT/../shared/data/cats_and_dogs_filtered"
 IMG="$DATA_DIR/validation/cats/cat.2000.jpg"
 if [[ ! -f "$IMG" ]]; then
-    IMG=$(find "$DATA_DIR" -type f -iname '*.jpg' 2>/dev/null | sort | head -n1 || true)
+    IMG=$(find "$DATA_DIR" -type f -iname '*.jpg' 2>/dev/null | sort || true)
+    IMG=${IMG%%$'\n'*}
 fi
 if [[ -z "$IMG" || ! -f "$IMG" ]]; then
     # No dataset on this machine: make a real JPEG with the image's own Pillow.

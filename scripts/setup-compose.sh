@@ -29,9 +29,7 @@ log() { echo "[setup-compose] $*" >&2; }
 die() { echo "[setup-compose] ERROR: $*" >&2; exit 1; }
 
 apt_install() { bash "$ROOT/scripts/apt-install.sh" "$@" || die "could not install $*"; }
-apt_has() {  # $1: package; true if some configured repository offers it
-    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
-}
+apt_has() { bash "$ROOT/scripts/apt-has.sh" "$1"; }
 
 # ------------------------------------------------------------------------------------------ engine
 start_dockerd() {  # $@: extra flags; returns 0 once `docker info` answers (bounded: 60 s)
@@ -99,7 +97,9 @@ ensure_compose() {
         log "installed compose"
     fi
     local version
-    version=$($cmd version --short 2>/dev/null || $cmd version 2>/dev/null | head -n1)
+    # Whole outputs, then their first line: no pipe into head (SIGPIPE under pipefail).
+    version=$($cmd version --short 2>/dev/null || $cmd version 2>/dev/null || true)
+    version=${version%%$'\n'*}
     if [[ "$cmd" == "docker compose" ]]; then
         log "compose: the docker compose plugin (v2), version $version"
     else
