@@ -24,6 +24,9 @@ SIGNATURE_INPUT = "images"
 PROBABILITIES = "probabilities"
 PET_SCORE = "pet_score"
 CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
+# How far a runtime's answers on the probe images may move between the machine that checked a model
+# and the one serving it: bfloat16 moves them by ~1e-2, float32 kernels that sum in another order by ~1e-6.
+PROBE_TOLERANCE = 1e-3
 
 
 class OutOfDistribution(BaseModel):
@@ -36,6 +39,14 @@ class OutOfDistribution(BaseModel):
     # Measured at export time: pets in validation/ wrongly flagged, non-pet photos flagged.
     pets_flagged_rate: float | None = None
     non_pets_flagged_rate: float | None = None
+
+
+class ProbeRecord(BaseModel):
+    """A model's outputs on `catdog.probe.probe_images`, recorded where it was made and checked where
+    it loads (catdog/probe.py): output name -> values, as the model returned them."""
+
+    outputs: dict[str, list[Any]] = Field(min_length=1)
+    tolerance: float = Field(default=PROBE_TOLERANCE, gt=0.0)
 
 
 class DerivedModel(BaseModel):
@@ -58,6 +69,8 @@ class DerivedModel(BaseModel):
     speedup: float = Field(default=0.0, ge=0.0)
     equivalence: dict[str, Any] = Field(default_factory=dict)
     speed: dict[str, Any] = Field(default_factory=dict)
+    # Its answers on the probe images where it was checked (absent in older metadata: not checked).
+    probe: ProbeRecord | None = None
 
     @property
     def key(self) -> str:
@@ -81,6 +94,8 @@ class ModelMetadata(BaseModel):
     ood: OutOfDistribution | None = None
     # Models derived for other CPU runtimes (absent in older metadata.json: none).
     derived: list[DerivedModel] = Field(default_factory=list)
+    # The SavedModel's answers on the probe images where it was exported (absent: not checked).
+    probe: ProbeRecord | None = None
 
     @field_validator("class_names")
     @classmethod

@@ -20,8 +20,10 @@ from catdog.contract import (
     DerivedModel,
     MetadataError,
     ModelMetadata,
+    ProbeRecord,
     read_metadata,
 )
+from catdog.probe import ProbeMismatchError, check_probe
 from catdog.runtimes import (
     AUTO,
     TENSORFLOW,
@@ -132,17 +134,34 @@ def load_exported_model(model_dir: Path | str, runtime: str = TENSORFLOW) -> Exp
         entry, reason = choose_derived(metadata, model_dir, runtime)
         if entry is not None:
             runner = load_runner(entry, model_dir, metadata.image_size)
+            _check_probe(runner, entry.probe, metadata.image_size, entry.key)
             return ExportedModel(runner, metadata, model_dir, time.perf_counter() - started, reason, entry)
     except RuntimeUnavailableError as exc:
         if runtime != AUTO:
             raise ModelLoadError(str(exc)) from exc
         reason = f"{exc}; using TensorFlow"
-    return _load_tensorflow(model_dir, metadata, started, reason)
+    model = _load_tensorflow(model_dir, metadata, started, reason)
+    try:
+        _check_probe(model.runner, metadata.probe, metadata.image_size, "the SavedModel in TensorFlow")
+    except RuntimeUnavailableError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return model
 
 
-def _set_tensorflow_threads(tf: Any) -> None:
+def _check_probe(runner: Runner, record: ProbeRecord | None, size: int, what: str) -> None:
+    """The runner must answer the probe images as it did where it was checked (catdog/probe.py)."""
+    if record is None:  # exported before probes were recorded
+        return
+    try:
+        check_probe(runner, record, size, what)
+    except ProbeMismatchError as exc:
+        raise RuntimeUnavailableError(str(exc)) from exc
+
+
+def _configure_tensorflow(tf: Any) -> None:
     """Intra-op threads = `runtime_threads()` (the CPUs we may use), inter-op at most 2: one graph runs
-    at a time. Only possible before TensorFlow's first op; a process that already ran one keeps its own."""
+    at a time. Only possible before TensorFlow's first op; a process that already ran one keeps its own.
+    Float32 pinned on GPUs too."""
     try:
         threads = runtime_threads()
     except RuntimeUnavailableError as exc:
@@ -152,12 +171,15 @@ def _set_tensorflow_threads(tf: Any) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     except RuntimeError:
         pass
+    # float32 means float32 on every device: on Ampere and newer GPUs TensorFlow would otherwise run
+    # matrix products and convolutions in TF32 (10-bit mantissa), away from what the CPU answers.
+    tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
 def _load_tensorflow(model_dir: Path, metadata: ModelMetadata, started: float, reason: str) -> ExportedModel:
     import tensorflow as tf  # imported late: it takes seconds, and only loading a model needs it
 
-    _set_tensorflow_threads(tf)
+    _configure_tensorflow(tf)
     try:
         loaded = tf.saved_model.load(str(model_dir))
         signature = loaded.signatures[SIGNATURE_NAME]

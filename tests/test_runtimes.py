@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from catdog.contract import METADATA_FILE, DerivedModel, ModelMetadata, read_metadata
 from catdog.imaging import load_model_input
+from catdog.probe import PROBE_COUNT, ProbeMismatchError, check_probe, probe_images
 from catdog.runtimes import (
     LITERT,
     ONNXRUNTIME,
@@ -303,3 +304,96 @@ def test_train_and_derive_commands_parse() -> None:
     assert train.derive is True
     derive = parser.parse_args(["derive", "--model", "m", "--data-dir", "d", "--runtimes", "litert"])
     assert (derive.runtimes, derive.precisions, derive.calibration_per_class) == ("litert", "fp32,int8", 32)
+
+
+# --------------------------------------------------------------------- same numbers on every machine
+def _bf16_capable() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.skipif(OPENVINO not in DERIVED_RUNTIMES, reason="needs catdog[openvino]")
+def test_openvino_runs_float_layers_in_float32(derived_dir: Path) -> None:
+    """On a CPU with AVX512-BF16 OpenVINO's own default is bfloat16; the runner pins float32."""
+    import openvino as ov
+
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    for precision in ("fp32", "int8"):
+        model = load_exported_model(derived_dir, f"openvino-{precision}")
+        assert model.runner.float_precision == "f32", f"plugin default here: {default}"  # type: ignore[attr-defined]
+
+
+def test_every_checked_model_records_its_probe_answers(derived_dir: Path) -> None:
+    metadata = read_metadata(derived_dir)
+    assert metadata.probe is not None and set(metadata.probe.outputs) == {"probabilities", "pet_score"}
+    for entry in metadata.derived:
+        assert (entry.probe is not None) == entry.passed, entry.key
+        if entry.probe is not None:
+            assert len(entry.probe.outputs["probabilities"]) == PROBE_COUNT
+
+
+def test_probe_images_are_the_same_everywhere() -> None:
+    """Recorded answers are only comparable if every machine draws the same probe pixels."""
+    import hashlib
+
+    images = probe_images(32)
+    assert images.shape == (PROBE_COUNT, 32, 32, 3) and images.dtype == np.uint8
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "42eeee08871b0f4cb31c7bbf628f1124b151e790b093acd46b397637c27cc485"
+    )
+
+
+def _moved_probe(model_dir: Path, which: str) -> None:
+    """Shift one recorded probe answer by 0.01, as a bfloat16 runtime would."""
+    raw = json.loads((model_dir / METADATA_FILE).read_text())
+    record = (
+        raw["probe"]
+        if which == "tensorflow"
+        else next(e for e in raw["derived"] if e["runtime"] == which and e["precision"] == "fp32")["probe"]
+    )
+    record["outputs"]["probabilities"][0][0] += 0.01
+    (model_dir / METADATA_FILE).write_text(json.dumps(raw))
+
+
+def test_a_derived_model_answering_otherwise_here_is_not_served(derived_dir: Path, tmp_path: Path) -> None:
+    runtime = DERIVED_RUNTIMES[0]
+
+    def only(entries: list[dict[str, Any]]) -> None:
+        entries[:] = [e for e in entries if e["runtime"] == runtime and e["precision"] == "fp32"]
+
+    model_dir = _with_entries(derived_dir, tmp_path / "m", only)
+    _moved_probe(model_dir, runtime)
+    with pytest.raises(ModelLoadError, match=r"answers the probe images differently.*1\.00e-02 > 1e-03"):
+        load_exported_model(model_dir, f"{runtime}-fp32")
+    model = load_exported_model(model_dir, "auto")
+    assert model.runtime == "tensorflow" and "probe images" in model.runtime_reason
+
+
+def test_a_saved_model_answering_otherwise_here_does_not_load(derived_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    shutil.copytree(derived_dir, model_dir)
+    _moved_probe(model_dir, "tensorflow")
+    with pytest.raises(ModelLoadError, match="the SavedModel in TensorFlow answers the probe images"):
+        load_exported_model(model_dir, "tensorflow")
+
+
+@pytest.mark.skipif(OPENVINO not in DERIVED_RUNTIMES, reason="needs catdog[openvino]")
+def test_the_probe_catches_openvino_in_bfloat16(derived_dir: Path) -> None:
+    """What the CI machine hit: OpenVINO's fp32 model run in bfloat16 fails its probe."""
+    import openvino as ov
+
+    if not _bf16_capable():
+        pytest.skip("this CPU has no bfloat16 support: OpenVINO cannot run in it here")
+    entry = next(e for e in read_metadata(derived_dir).derived if e.key == "openvino-fp32")
+    assert entry.probe is not None
+    compiled = ov.Core().compile_model(
+        str(derived_dir / entry.file), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}
+    )
+
+    def bf16(images: np.ndarray) -> dict[str, np.ndarray]:
+        result = compiled.create_infer_request().infer({"images": images})
+        return {output.any_name: np.array(result[output]) for output in compiled.outputs}
+
+    with pytest.raises(ProbeMismatchError, match="differently on this machine"):
+        check_probe(bf16, entry.probe, TINY_IMAGE_SIZE, "openvino-fp32 in bfloat16")

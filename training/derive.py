@@ -41,7 +41,16 @@ from catdog.contract import (
     read_metadata,
     write_metadata,
 )
-from catdog.runtimes import LITERT, ONNXRUNTIME, OPENVINO, file_sha256, load_runner, runtime_installed
+from catdog.probe import record_probe
+from catdog.runtimes import (
+    LITERT,
+    ONNXRUNTIME,
+    OPENVINO,
+    RuntimeUnavailableError,
+    file_sha256,
+    load_runner,
+    runtime_installed,
+)
 from catdog.saved_model import ExportedModel, ModelLoadError, load_exported_model
 from training.data import load_dataset
 from training.errors import TrainingError
@@ -348,7 +357,13 @@ def derive(
                 entry.reason = f"{runtime} is not installed here: not checked"
             else:
                 entry.sha256 = file_sha256(model_dir / relative)
-                runner = load_runner(entry, model_dir, size, verify=False)
+                try:
+                    runner = load_runner(entry, model_dir, size, verify=False)
+                except RuntimeUnavailableError as exc:
+                    entry.reason = str(exc)
+                    logger.warning("%s: not used: %s", entry.key, entry.reason)
+                    entries.append(entry)
+                    continue
                 candidate = ExportedModel(runner, metadata, model_dir)
                 entry.equivalence = equivalence(
                     reference, _predict_all(_as_dict(candidate), images), labels, pet_threshold
@@ -358,6 +373,7 @@ def derive(
                 )
                 if entry.passed:
                     runners[entry.key] = candidate.predict
+                    entry.probe = record_probe(runner, size)
             logger.info("%s: %s %s", entry.key, "passed" if entry.passed else "not used", entry.reason)
             entries.append(entry)
     speed = measure_speed(runners, images, rounds=speed_rounds, seconds=speed_seconds)
@@ -365,7 +381,8 @@ def derive(
         if entry.key in speed:
             entry.speed = {**speed[entry.key], "tensorflow": speed["tensorflow"]}
             entry.speedup = speed[entry.key]["speedup"]
-    updated = metadata.model_copy(update={"derived": entries})
+    probe = metadata.probe or record_probe(reference_model.runner, size)
+    updated = metadata.model_copy(update={"derived": entries, "probe": probe})
     write_metadata(model_dir, updated)
     logger.info("derived %d models in %.0f s", sum(e.passed for e in entries), time.perf_counter() - started)
     return read_metadata(model_dir)

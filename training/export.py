@@ -26,6 +26,7 @@ from catdog.contract import (
     ModelMetadata,
     write_metadata,
 )
+from catdog.probe import record_probe
 
 __all__ = ["build_serving_function", "export_saved_model", "write_metadata"]
 
@@ -98,5 +99,7 @@ def export_saved_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     module = _ServingModule(model, serve)
     tf.saved_model.save(module, str(output_dir), signatures={SIGNATURE_NAME: traced})
-    write_metadata(output_dir, validated)
+    # What this machine answers on the probe images: the service checks its own answers against them.
+    probe = record_probe(lambda images: serve(tf.constant(images, dtype=tf.uint8)), image_size)
+    write_metadata(output_dir, validated.model_copy(update={"probe": probe}))
     return output_dir
