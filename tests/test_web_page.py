@@ -26,6 +26,8 @@ def chromium_path() -> str | None:
 
 
 CHROMIUM = chromium_path()
+if CHROMIUM is None and os.environ.get("CATDOG_REQUIRE_BROWSER") == "1":
+    pytest.fail("no Chromium on this machine, and CATDOG_REQUIRE_BROWSER=1 (CI) says the page must be tested")
 if CHROMIUM is None:
     pytest.skip(
         "no Chromium on this machine: run scripts/setup-browser.sh (apt-get install chromium) "
