@@ -80,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "ready",
         extra={
             "model_version": model.version,
+            "runtime": model.runtime,
             "pet_threshold": model.pet_threshold,
             "pet_threshold_source": model.pet_threshold_source,
             "warm_up_seconds": round(warm_up_seconds, 3),

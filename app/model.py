@@ -11,24 +11,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catdog.contract import ModelMetadata
+from catdog.contract import DerivedModel, ModelMetadata
 from catdog.saved_model import ExportedModel
 
 # Cut-off for a model that has a pet_score but records no threshold, when none is configured.
 DEFAULT_PET_THRESHOLD = 0.5
+# No answer claims certainty: every probability and score is served within [MARGIN, 1 - MARGIN]. A
+# float32 softmax reaches exactly 1.0 once two logits are ~17 apart, and a classifier that is ever wrong
+# at P = 1 has infinite log loss. 1e-6 is the last digit of the 6-decimal answers, so the bounds survive
+# the rounding: 0.999999 and 1e-06.
+MARGIN = 1e-6
+
+
+def bounded(values: np.ndarray) -> np.ndarray:
+    """`values` clipped to [MARGIN, 1 - MARGIN]."""
+    return np.clip(np.asarray(values, dtype=np.float64), MARGIN, 1.0 - MARGIN)
 
 
 @dataclass(frozen=True)
 class ImageScores:
     """The model's answer for one image."""
 
-    probabilities: np.ndarray  # float64 [len(class_names)], class_names order
-    pet_score: float | None  # P(the image shows a cat or a dog at all); None: the model has no such output
+    probabilities: np.ndarray  # float64 [len(class_names)], class_names order, within [MARGIN, 1 - MARGIN]
+    pet_score: float | None  # how much it looks like a cat or dog photo; None: the model has no such output
 
 
-def effective_pet_threshold(metadata: ModelMetadata, configured: float | None) -> tuple[float | None, str]:
-    """(threshold, where it came from): CATDOG_PET_THRESHOLD if set, else the threshold the model was
-    exported with (`metadata.ood.threshold`), else 0.5.
+def effective_pet_threshold(
+    metadata: ModelMetadata, configured: float | None, derived: DerivedModel | None = None
+) -> tuple[float | None, str]:
+    """(threshold, where it came from): CATDOG_PET_THRESHOLD if set; else, for a derived model, the
+    threshold calibrated on its own scores (`ood_threshold` of its `derived` entry); else the threshold
+    the SavedModel was exported with (`metadata.ood.threshold`); else 0.5.
 
     (None, "no pet_score output") when the model has no pet_score: there is nothing to compare.
     """
@@ -36,6 +49,8 @@ def effective_pet_threshold(metadata: ModelMetadata, configured: float | None) -
         return None, "no pet_score output"
     if configured is not None:
         return configured, "CATDOG_PET_THRESHOLD"
+    if derived is not None and derived.ood_threshold is not None:
+        return derived.ood_threshold, f"metadata.derived[{derived.key}].ood_threshold"
     if metadata.ood is not None:
         return metadata.ood.threshold, "metadata.ood.threshold"
     return DEFAULT_PET_THRESHOLD, "default"
@@ -51,7 +66,14 @@ class ServedModel:
 
     @classmethod
     def create(cls, exported: ExportedModel, configured_threshold: float | None) -> ServedModel:
-        return cls(exported, *effective_pet_threshold(exported.metadata, configured_threshold))
+        return cls(
+            exported, *effective_pet_threshold(exported.metadata, configured_threshold, exported.derived)
+        )
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, and in which precision: `litert-int8`, `tensorflow-fp32`, ..."""
+        return f"{self.exported.runtime}-{self.exported.precision}"
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -80,9 +102,11 @@ class ServedModel:
         pet_scores = outputs.pet_score if self.has_pet_score else None
         if self.has_pet_score and pet_scores is None:
             raise RuntimeError("the model declares a pet_score output but returned none")
+        probabilities = bounded(outputs.probabilities)
+        pet_scores = None if pet_scores is None else bounded(pet_scores)
         return [
             ImageScores(row, None if pet_scores is None else float(pet_scores[index]))
-            for index, row in enumerate(outputs.probabilities)
+            for index, row in enumerate(probabilities)
         ]
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> float:

@@ -39,6 +39,9 @@ Models with a "pet" head also answer `pet_score`, the probability that the photo
 dog at all, and `is_cat_or_dog` (`pet_score` at or above the configured threshold); both are
 `null` for models without it. `label` and `probabilities` are always the cat-vs-dog answer.
 
+No answer claims certainty: every probability, `confidence` and `pet_score`, in every protocol, lies
+within [0.000001, 0.999999] (clipped there, then rounded to 6 decimals).
+
 Other clients' protocols, on the same decoding, limits and batcher: KServe's **Open Inference
 Protocol (V2)** under `/v2` (Triton clients work, binary data included) and **TensorFlow Serving's
 REST API** under `/v1/models/catdog`; their errors are the protocols' own `{"error": "..."}`. The
@@ -152,7 +155,9 @@ READYZ: dict[str, Any] = {
 }
 METADATA: dict[str, Any] = {
     "tags": ["operations"],
-    "summary": "The model's metadata.json, as validated at load time",
+    "summary": "The model's metadata.json, as validated at load time, and how it is served",
+    "description": "metadata.json, plus `serving`: the runtime answering (`litert-int8`, ...), the "
+    "pet_score threshold in force for it and where that threshold comes from.",
     "responses": {200: {"model": ModelMetadata, "description": "metadata.json of the served model"}},
 }
 METRICS: dict[str, Any] = {"tags": ["operations"], "summary": "Prometheus metrics"}

@@ -16,9 +16,12 @@ class Timing(BaseModel):
 
 class Prediction(BaseModel):
     label: str = Field(description="The most probable class", examples=["cat"])
-    confidence: float = Field(description="Probability of `label`", examples=[0.97])
+    confidence: float = Field(
+        description="Probability of `label`, at most 0.999999: no answer claims certainty", examples=[0.97]
+    )
     probabilities: dict[str, float] = Field(
-        description="Probability per class; sums to 1", examples=[{"cat": 0.97, "dog": 0.03}]
+        description="Probability per class, each within [0.000001, 0.999999]; sums to 1",
+        examples=[{"cat": 0.97, "dog": 0.03}],
     )
     pet_score: float | None = Field(
         description="Probability that the image shows a cat or a dog at all, from the model's "
@@ -108,4 +111,13 @@ class Readiness(BaseModel):
     model_version: str
     # What runs the model, and in which precision (CATDOG_RUNTIME; README "Runtimes").
     runtime: str = Field(examples=["litert-int8", "tensorflow-fp32"])
+    pet_threshold: float | None = Field(
+        description="The pet_score threshold in force for this runtime (`null`: no pet_score output)",
+        examples=[0.5],
+    )
+    pet_threshold_source: str = Field(
+        description="Where it comes from: CATDOG_PET_THRESHOLD, the served derived model's own "
+        "calibration (`metadata.derived[<runtime>].ood_threshold`) or `metadata.ood.threshold`",
+        examples=["metadata.derived[litert-int8].ood_threshold"],
+    )
     queue_depth: int

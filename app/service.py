@@ -170,9 +170,19 @@ class PredictionService:
         return Readiness(
             status="ready",
             model_version=self.model.version,
-            runtime=f"{self.model.exported.runtime}-{self.model.exported.precision}",
+            runtime=self.model.runtime,
+            pet_threshold=self.model.pet_threshold,
+            pet_threshold_source=self.model.pet_threshold_source,
             queue_depth=self.batcher.queue_depth,
         )
+
+    def serving(self) -> dict[str, Any]:
+        """What /metadata adds to metadata.json: the runtime that answers and the threshold in force."""
+        return {
+            "runtime": self.model.runtime,
+            "pet_threshold": self.model.pet_threshold,
+            "pet_threshold_source": self.model.pet_threshold_source,
+        }
 
     async def _decode(self, upload: Upload, alone: bool = False) -> _Decoded:
         """Decode off the event loop within the decode budget; a bad image becomes a 400 or 413

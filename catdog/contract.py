@@ -71,6 +71,8 @@ class DerivedModel(BaseModel):
     speed: dict[str, Any] = Field(default_factory=dict)
     # Its answers on the probe images where it was checked (absent in older metadata: not checked).
     probe: ProbeRecord | None = None
+    # The pet_score threshold calibrated on this model's own scores (absent: the SavedModel's is used).
+    ood_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @property
     def key(self) -> str:

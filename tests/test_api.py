@@ -210,11 +210,23 @@ def test_pet_model_metadata_is_the_validated_document(
     pet_client: TestClient, tiny_pet_model_dir: Path
 ) -> None:
     metadata = pet_client.get("/metadata").json()
+    serving = metadata.pop("serving")
     on_disk = ModelMetadata.model_validate_json((tiny_pet_model_dir / "metadata.json").read_text())
     assert metadata == on_disk.model_dump(mode="json")
     assert metadata["outputs"] == ["probabilities", "pet_score"]
     assert metadata["ood"]["threshold"] == PET_MODEL_THRESHOLD
-    assert pet_client.get("/readyz").json()["model_version"] == "tiny-pet-1"
+    # How it is served: the runtime answering and the threshold in force, as /readyz says too.
+    assert serving == {
+        "runtime": "tensorflow-fp32",
+        "pet_threshold": PET_MODEL_THRESHOLD,
+        "pet_threshold_source": "metadata.ood.threshold",
+    }
+    ready = pet_client.get("/readyz").json()
+    assert ready["model_version"] == "tiny-pet-1"
+    assert (ready["pet_threshold"], ready["pet_threshold_source"]) == (
+        PET_MODEL_THRESHOLD,
+        "metadata.ood.threshold",
+    )
 
 
 def test_openapi_documents_the_pet_fields(client: TestClient) -> None:

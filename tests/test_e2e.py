@@ -101,6 +101,8 @@ def test_batch_endpoint_matches_single_predictions(served_default_model: str) ->
 def test_metadata_describes_the_served_model(served_default_model: str) -> None:
     with Client(served_default_model) as client:
         metadata = client.metadata()
+    serving = metadata.pop("serving")
+    assert serving["runtime"] == "litert-int8"
     on_disk = json.loads((DEFAULT_MODEL / "metadata.json").read_text())
     # The validated document: everything on disk, plus the schema's defaults for what it omits.
     assert metadata == ModelMetadata.model_validate(on_disk).model_dump(mode="json")
