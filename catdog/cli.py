@@ -106,6 +106,15 @@ def _json_line(path: Path, result: PredictionResult | CatdogError) -> str:
     return json.dumps(record)
 
 
+def probability(p: float) -> str:
+    """Four decimals, never 1.0000 or 0.0000: no answer is certain (the service serves at most 0.999999)."""
+    if p >= 0.99995:
+        return ">0.9999"
+    if p < 0.00005:
+        return "<0.0001"
+    return f"{p:.4f}"
+
+
 def _table(pairs: list[tuple[Path, PredictionResult | CatdogError]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -127,7 +136,9 @@ def _table(pairs: list[tuple[Path, PredictionResult | CatdogError]]) -> None:
                 str(path), f"[red]error[/red]: {result.message}", *[""] * (len(classes) + has_pet + 1)
             )
             continue
-        row = [str(path), result.label, *(f"{result.probabilities[name]:.4f}" for name in classes)]
+        # A photo flagged as neither leads with that, as on the web page; the split stays in its columns.
+        label = "not a cat or dog" if result.is_cat_or_dog is False else result.label
+        row = [str(path), label, *(probability(result.probabilities[name]) for name in classes)]
         if has_pet:
             row.append({True: "yes", False: "no", None: ""}[result.is_cat_or_dog])
         row.append(f"{result.latency_ms:.0f}")

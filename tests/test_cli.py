@@ -17,7 +17,7 @@ from app.main import create_app
 from app.settings import Settings
 from catdog import cli
 from tests.conftest import REPO_ROOT, real_photos
-from tests.images import blue_jpeg, red_png
+from tests.images import blue_jpeg, red_png, solid
 from tests.servers import free_port, uvicorn_in_thread
 
 
@@ -151,3 +151,29 @@ def test_serve_passes_its_arguments_on() -> None:
     assert result.returncode == 2
     assert "python -m app" in result.stderr
     assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_table_never_shows_certainty_and_leads_with_the_pet_flag(
+    tiny_pet_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pure red is a cat at P = 1 - 4.5e-5 by the tiny model's weights: shown as >0.9999, not 1.0000.
+    A dark photo is flagged by the pet head: its label column says so, as the web page does."""
+    (tmp_path / "red.png").write_bytes(solid((255, 0, 0)))
+    (tmp_path / "dark.png").write_bytes(solid((40, 10, 10)))
+    app = create_app(Settings(model_dir=tiny_pet_model_dir, auto_train=False))
+    with uvicorn_in_thread(app) as base_url:
+        code = cli.main(["predict", str(tmp_path / "red.png"), str(tmp_path / "dark.png"), "--url", base_url])
+    out = capsys.readouterr().out
+    assert code == 0
+    red = next(line for line in out.splitlines() if "red.png" in line)
+    dark = next(line for line in out.splitlines() if "dark.png" in line)
+    assert ">0.9999" in red and "<0.0001" in red and "1.0000" not in red and "0.0000" not in red
+    assert "not a cat or dog" in dark and "not a cat or dog" not in red
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"),
+    [(0.999999, ">0.9999"), (0.99995, ">0.9999"), (0.99994, "0.9999"), (0.5, "0.5000"), (4e-5, "<0.0001")],
+)
+def test_probability_text(p: float, shown: str) -> None:
+    assert cli.probability(p) == shown

@@ -67,16 +67,15 @@ def page(browser: object, default_server: str) -> Iterator[object]:
 
 
 def shown_labels(page: object, count: int) -> list[tuple[str, str]]:
-    """(file name, label) of the `count` finished cards, in the order the files were given."""
+    """(file name, label) of the `count` finished cards, in the order they are on the page."""
     page.wait_for_function(  # type: ignore[attr-defined]
         f"document.querySelectorAll('#results .card.done').length >= {count}", timeout=60_000
     )
     cards = page.query_selector_all("#results .card")  # type: ignore[attr-defined]
-    pairs = [
+    return [
         (card.query_selector(".name").inner_text(), card.query_selector(".label").text_content())
         for card in cards
     ]
-    return list(reversed(pairs))  # newest first on the page
 
 
 def test_page_is_served_without_a_cdn(default_server: str) -> None:
@@ -135,6 +134,51 @@ def test_pasted_photo_gets_its_label(page: object) -> None:
         "transfer => document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: transfer}))", transfer
     )
     assert shown_labels(page, 1) == [(path.name, label)]
+
+
+def test_confidence_never_reads_as_certain(page: object) -> None:
+    """The service answers at most 0.999999; the page shows that as "> 99.9%", never "100.0%"."""
+    photos = real_photos(per_class=2)
+    page.set_input_files("#files", [str(path) for path, _ in photos])  # type: ignore[attr-defined]
+    shown_labels(page, len(photos))
+    shown = page.eval_on_selector_all(  # type: ignore[attr-defined]
+        "#results .card .confidence", "cards => cards.map(c => c.textContent)"
+    )
+    assert shown and all(text and "100" not in text for text in shown), shown
+    assert any(text == "> 99.9%" for text in shown), shown  # these photos are that clear
+
+
+def test_a_non_pet_leads_with_not_a_cat_or_dog(page: object, non_pet_set: Path) -> None:
+    """A photo flagged as neither shows that first; the cat/dog split is secondary, with no bar."""
+    coffee = non_pet_set / "non-pets" / "coffee.png"
+    (cat, _), *_ = real_photos(per_class=1)
+    page.set_input_files("#files", [str(coffee), str(cat)])  # type: ignore[attr-defined]
+    assert shown_labels(page, 2) == [("coffee.png", "Not a cat or dog"), (cat.name, "cat")]
+    flagged = page.query_selector("#results .card")  # type: ignore[attr-defined]
+    assert flagged.query_selector(".confidence").inner_text() == ""
+    assert flagged.query_selector(".bar").is_hidden()
+    assert flagged.query_selector(".secondary").inner_text().startswith("If it were one of the two: ")
+    assert "neither a cat nor a dog" in flagged.query_selector(".flag").inner_text()
+
+
+def test_a_failed_file_is_not_counted_as_classified(page: object, tmp_path: Path) -> None:
+    """Cards keep the order the photos were given; a file that failed is counted apart, and gets a
+    placeholder instead of a broken-image icon."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not a photo")
+    photos = [path for path, _ in real_photos(per_class=2)][:3]
+    files = [photos[0], broken, photos[1], photos[2]]
+    page.set_input_files("#files", [str(path) for path in files])  # type: ignore[attr-defined]
+    shown = shown_labels(page, len(files))
+    assert [name for name, _ in shown] == [path.name for path in files]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "!document.querySelector('#status').textContent.startsWith('Classifying')"
+    )
+    assert page.inner_text("#status") == "3 photos classified, 1 could not be classified."  # type: ignore[attr-defined]
+    failed = page.query_selector_all("#results .card")[1]  # type: ignore[attr-defined]
+    assert failed.query_selector("img") is None
+    assert failed.query_selector(".placeholder").inner_text() == "no preview"
+    assert not failed.query_selector(".error").is_hidden()
 
 
 def test_errors_show_the_api_message(page: object, tmp_path: Path) -> None:
