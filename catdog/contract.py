@@ -36,9 +36,9 @@ class OutOfDistribution(BaseModel):
 
     threshold: float = Field(ge=0.0, le=1.0)
     method: str = ""
-    # Measured at export time: pets in validation/ wrongly flagged, non-pet photos flagged.
+    # Measured at export time: training pets wrongly flagged, real non-pet photos passed as pets.
     pets_flagged_rate: float | None = None
-    non_pets_flagged_rate: float | None = None
+    non_pets_passed_rate: float | None = None
 
 
 class ProbeRecord(BaseModel):

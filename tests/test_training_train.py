@@ -198,7 +198,7 @@ def test_rerun_replaces_the_previous_model(tmp_path: Path, class_folder_data: Pa
         (["--data-dir", "{data}", "--arch", "efficientnet_lite9"], "unknown EfficientNet-Lite variant"),
         (["--data-dir", "{data}", "--head-c", "0.1,-1"], "--head-c"),
         (["--data-dir", "{data}", "--ood-quantile", "0.7"], "--ood-quantile"),
-        (["--data-dir", "{data}", "--preset", "ensemble", "--fine-tune-epochs", "1"], "not an ensemble"),
+        (["--data-dir", "{data}", "--preset", "ensemble", "--fine-tune-epochs", "1"], "needs one backbone"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(

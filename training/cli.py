@@ -1,4 +1,4 @@
-"""Command line: `python -m training train|evaluate|derive|presets|nonpets ...`.
+"""Command line: `python -m training train|evaluate|derive|select|presets|nonpets ...`.
 
 The `train` options are generated from the fields of `training.config.TrainConfig`, so a setting
 exists once: in the config, with its help text, and every preset and metadata.json use the same
@@ -120,14 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtimes", default="onnxruntime,openvino,litert", help="comma-separated (default: all three)"
     )
     derive.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32,int8")
-    derive.add_argument("--calibration-per-class", type=_positive_int, default=32)
+    derive.add_argument("--calibration-per-class", type=_positive_int, default=100)
     derive.add_argument(
-        "--check-per-class", type=_positive_int, help="validation photos per class (default: all)"
+        "--check-per-class",
+        type=_positive_int,
+        help="photos per class of each split used to check and calibrate thresholds (default: all)",
     )
     derive.add_argument("--speed-rounds", type=_positive_int, default=3)
 
     commands.add_parser(
         "presets", help="list the training presets and their measured figures", description="List presets."
+    )
+    select = commands.add_parser(
+        "select",
+        help="compare candidate models by repeated cross-validation over every labelled photo",
+        description="Extract (and cache) each candidate's features once, cross-validate its head on the "
+        "same folds as the incumbent, and compare the pet-signal candidates for the best one; the "
+        "report goes to OUTPUT (report.md, report.json, reliability.png).",
+    )
+    select.add_argument("--data-dir", required=True, help="dataset root with train/ and validation/")
+    select.add_argument("--output", default="runs/select", help="report folder (default runs/select)")
+    select.add_argument(
+        "--candidates", help="comma-separated <arch>[:sqrt|linear] (default: the built-in list)"
+    )
+    select.add_argument("--incumbent", help="the candidate the others are compared with")
+    select.add_argument("--folds", type=_positive_int, default=10)
+    select.add_argument("--repeats", type=_positive_int, default=3)
+    select.add_argument(
+        "--temperature", action="store_true", help="also measure the best candidate with a fitted temperature"
     )
     nonpets = commands.add_parser(
         "nonpets",
@@ -173,6 +193,21 @@ def _run(args: argparse.Namespace) -> None:
             threshold=args.ood_threshold,
         )
         print(format_evaluation(result))
+    elif args.command == "select":
+        from training.select import CANDIDATES, INCUMBENT, format_report, select
+
+        candidates = tuple(c.strip() for c in args.candidates.split(",")) if args.candidates else CANDIDATES
+        report = select(
+            args.data_dir,
+            args.output,
+            candidates=candidates,
+            incumbent=args.incumbent or INCUMBENT,
+            folds=args.folds,
+            repeats=args.repeats,
+            temperature=args.temperature,
+        )
+        print(format_report(report))
+        print(f"written to {args.output}")
     elif args.command == "nonpets":
         from training.nonpets import MANIFEST, build_non_pets
 

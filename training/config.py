@@ -13,6 +13,7 @@ from training.errors import ConfigError
 from training.weights import OFFLINE_ENV, offline_from_env
 
 SCHEDULES = ("cosine", "constant")
+FIT_ON = ("all", "train")
 # Set on fields that are not command-line flags (the path arguments are added by hand).
 _NOT_A_FLAG: dict[str, JsonValue] = {"flag": False}
 
@@ -27,11 +28,12 @@ class TrainConfig(BaseModel):
     preset: str = Field("default", json_schema_extra=_NOT_A_FLAG)
 
     arch: str = Field(
-        description="architecture: scratch-cnn, small-cnn, mobilenet_v2, efficientnet_v2_b0, "
-        "efficientnet_lite0/1/2, or pretrained backbones joined by '+' for an ensemble"
+        description="architecture: scratch-cnn, small-cnn, mobilenet_v2, efficientnet_v2_b0, or "
+        "efficientnet_lite0/1/2, optionally at another input size (efficientnet_lite2@340), joined by '+' "
+        "for an ensemble of concatenated features"
     )
     image_size: int | None = Field(
-        None, description="square input size in pixels (pretrained backbones: their own size)"
+        None, description="square input size in pixels (pretrained: the largest member's size)"
     )
     epochs: int = Field(0, ge=0, description="training epochs (scratch and keras.applications models)")
     batch_size: int = Field(32, ge=1, description="images per step (and per feature-extraction batch)")
@@ -43,10 +45,23 @@ class TrainConfig(BaseModel):
     augment: bool = Field(True, description="random flips/crops (and more for scratch models)")
     flip_tta: bool = Field(False, description="export a graph that averages each image with its mirror image")
     head_c: tuple[PositiveFloat, ...] = Field(
-        (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+        (0.01, 0.03, 0.1, 0.3, 1.0),
         min_length=1,
         description="pretrained: inverse L2 strengths tried for the logistic head, comma-separated; "
-        "the one with the lowest validation log loss is kept",
+        "the one with the lowest cross-validated log loss is kept",
+    )
+    head_features: str = Field(
+        "sqrt", description="pretrained: the head reads sqrt (square roots of the pooled features) or linear"
+    )
+    fit_on: str = Field(
+        "all",
+        description="pretrained: fit the head on all photos (train/ and validation/: only the "
+        "cross-validated figures are out of sample) or on train (validation/ held out)",
+    )
+    cv_folds: int = Field(10, ge=2, description="pretrained: cross-validation folds")
+    cv_repeats: int = Field(3, ge=1, description="pretrained: cross-validation repeats, each with new folds")
+    pet_neighbours: int = Field(
+        10, ge=1, description="pretrained: training photos the pet score averages the similarity to"
     )
     ood_quantile: float = Field(
         0.005,
@@ -70,13 +85,21 @@ class TrainConfig(BaseModel):
         from training.architectures import SCRATCH_ARCHITECTURES, TRANSFER_ARCHITECTURES, check_architecture
 
         if is_pretrained(self.arch):
-            backbones(self.arch)  # raises ConfigError on an unknown backbone
+            from training.features import TRANSFORMS
+
+            backbones(self.arch)  # raises ConfigError on an unknown backbone or size
             if self.weights is not None and "+" in self.arch:
                 raise ConfigError(
                     "--weights names one backbone's file; an ensemble takes its weights from packages"
                 )
-            if self.fine_tune_epochs and "+" in self.arch:
-                raise ConfigError("--fine-tune-epochs applies to one backbone, not an ensemble")
+            if self.fine_tune_epochs and ("+" in self.arch or self.fit_on != "train"):
+                raise ConfigError(
+                    "--fine-tune-epochs needs one backbone and --fit-on train: validation decides"
+                )
+            if self.head_features not in TRANSFORMS:
+                raise ConfigError(f"--head-features must be one of {', '.join(TRANSFORMS)}")
+            if self.fit_on not in FIT_ON:
+                raise ConfigError(f"--fit-on must be one of {', '.join(FIT_ON)}")
             return self
         check_architecture(self.arch)
         if self.schedule not in SCHEDULES:
@@ -96,12 +119,17 @@ class TrainConfig(BaseModel):
 
     @property
     def input_size(self) -> int:
-        """The exported model's input size (pretrained: the largest backbone's own size)."""
+        """The exported model's input size (pretrained: the largest member's size)."""
         if self.image_size is not None:
             return self.image_size
-        from training.backbones.efficientnet_lite import get_variant
+        return max(size for _, size in self.members)
 
-        return max(get_variant(name).image_size for name in backbones(self.arch))
+    @property
+    def members(self) -> tuple[tuple[str, int], ...]:
+        """Pretrained: each backbone with the input size it runs at."""
+        from training.features import parse_members
+
+        return parse_members(self.arch)
 
     def recorded(self) -> dict[str, Any]:
         """The settings as metadata.json records them (paths as strings)."""
@@ -113,14 +141,9 @@ def is_pretrained(arch: str) -> bool:
 
 
 def backbones(arch: str) -> tuple[str, ...]:
-    from training.backbones.efficientnet_lite import get_variant
+    from training.features import parse_members
 
-    names = tuple(part.strip() for part in arch.split("+"))
-    for name in names:
-        get_variant(name)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"an ensemble lists each backbone once: {arch}")
-    return names
+    return tuple(name for name, _ in parse_members(arch))
 
 
 def flag_fields() -> dict[str, Any]:

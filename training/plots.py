@@ -79,3 +79,31 @@ def plot_roc_curve(fpr: Sequence[float], tpr: Sequence[float], auc: float | None
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
+    """Reliability diagram: the accuracy of the predicted class against its confidence, per bin
+    (`training.crossval.calibration_table`), with each bin's photo count."""
+    bins = calibration["bins"]
+    figure = Figure(figsize=(4.8, 4.5), dpi=100)
+    axis = figure.add_subplot(1, 1, 1)
+    axis.plot([0.5, 1], [0.5, 1], linestyle="--", color="gray", label="perfectly calibrated")
+    confidence = [b["confidence"] for b in bins]
+    axis.plot(
+        confidence, [b["accuracy"] for b in bins], marker="o", label=f"model (ECE {calibration['ece']:.4f})"
+    )
+    for b in bins:
+        place = (b["confidence"], b["accuracy"])
+        axis.annotate(
+            str(b["count"]), place, textcoords="offset points", xytext=(0, -12), ha="center", fontsize=7
+        )
+    axis.set_xlim(0.5, 1.0)
+    axis.set_ylim(0.4, 1.02)
+    axis.set_xlabel("confidence of the predicted class (out of fold)")
+    axis.set_ylabel("share of those predictions that were right")
+    axis.set_title("Reliability (photo counts per bin)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

@@ -20,9 +20,16 @@ class Preset:
     settings: dict[str, Any]
 
 
-# Pretrained backbones: features extracted once (mirror copies of the training photos as
-# augmentation), a logistic-regression head, no epochs unless fine-tuning is asked for.
-_PRETRAINED: dict[str, Any] = {"batch_size": 32, "augment": True, "fine_tune_lr": 1e-5}
+# Pretrained backbones: features extracted once (mirror copies of the photos as augmentation), a
+# logistic head on their square roots with C chosen by cross-validation, fitted on train/ and
+# validation/ together; no epochs unless fine-tuning is asked for.
+_PRETRAINED: dict[str, Any] = {
+    "batch_size": 32,
+    "augment": True,
+    "fine_tune_lr": 1e-5,
+    "head_features": "sqrt",
+    "fit_on": "all",
+}
 # Transfer learning with keras.applications backbones (weights need internet or the Keras cache).
 _TRANSFER: dict[str, Any] = {
     "epochs": 10,
@@ -38,18 +45,16 @@ _TRANSFER: dict[str, Any] = {
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "the served model: the lowest validation log loss within about 2x Lite0's single-image latency",
-        {**_PRETRAINED, "arch": "efficientnet_lite2", "flip_tta": False},
+        "the served model: EfficientNet-Lite2 at 340 px, the lowest cross-validated log loss within "
+        "1.5x the service cost of Lite2 at its own 260 px",
+        {**_PRETRAINED, "arch": "efficientnet_lite2@340", "flip_tta": False},
     ),
     "fast": Preset(
         "lowest latency: EfficientNet-Lite0 and a logistic head",
         {**_PRETRAINED, "arch": "efficientnet_lite0", "flip_tta": False},
     ),
-    # No mirror averaging for the pretrained presets: their heads learn from mirrored copies, and
-    # averaging the two views at inference made every backbone's validation log loss worse.
     "ensemble": Preset(
-        "Lite0+1+2 in one graph averaging their probabilities: the compute of all three; less "
-        "dependent on one backbone's mistakes",
+        "Lite0+1+2 at their own sizes, features concatenated under one head: the compute of all three",
         {
             **_PRETRAINED,
             "arch": "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2",
@@ -57,9 +62,15 @@ PRESETS: dict[str, Preset] = {
         },
     ),
     "finetune": Preset(
-        "Lite0, then end-to-end fine-tuning from the logistic head "
-        "(kept only if validation log loss improves)",
-        {**_PRETRAINED, "arch": "efficientnet_lite0", "flip_tta": False, "fine_tune_epochs": 2},
+        "Lite0, then end-to-end fine-tuning from the logistic head (fitted on train/; kept only if "
+        "validation log loss improves)",
+        {
+            **_PRETRAINED,
+            "arch": "efficientnet_lite0",
+            "flip_tta": False,
+            "fine_tune_epochs": 2,
+            "fit_on": "train",
+        },
     ),
     "scratch": Preset(
         "no pretrained weights: a separable-conv residual CNN trained from scratch (60 epochs)",
@@ -138,7 +149,9 @@ def format_presets() -> str:
                 "SavedModel {size_mb:.1f} MB".format(**figures)
             )
         else:
-            lines.append("  measured: not yet (run python -m benchmarks.presets)")
+            lines.append(
+                "  measured: python -m training select (cross-validated); python -m benchmarks.models (speed)"
+            )
     if results.get("command"):
         lines.append(
             f"figures: validation split of {results.get('data', '?')}, {results.get('machine', '?')}; "

@@ -19,7 +19,7 @@ from training.config import TrainConfig
 from training.data import LoadedDataset
 from training.export import export_saved_model
 from training.metrics import format_metrics
-from training.plots import plot_confusion_matrix, plot_learning_curves, plot_roc_curve
+from training.plots import plot_confusion_matrix, plot_learning_curves, plot_reliability, plot_roc_curve
 
 logger = logging.getLogger("catdog.training.report")
 
@@ -29,7 +29,7 @@ EVALUATION_FILE = "evaluation.json"
 
 def default_version(arch: str, data_hash: str, now: dt.datetime) -> str:
     short = arch.replace("efficientnet_", "").replace("+", "-") if "+" in arch else arch
-    return f"{short}-{now:%Y%m%d}-{data_hash[:8]}"
+    return f"{short.replace('@', '-')}-{now:%Y%m%d}-{data_hash[:8]}"
 
 
 def library_versions() -> dict[str, str]:
@@ -42,7 +42,7 @@ def library_versions() -> dict[str, str]:
 def summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics block of metadata.json (the full one, with curves, is in report/)."""
     summary = {
-        "split": "validation",
+        "split": metrics.get("split", "validation"),
         "accuracy": metrics["accuracy"],
         "log_loss": metrics["log_loss"],
         "roc_auc": metrics["roc_auc"],
@@ -66,9 +66,10 @@ def write_run(
     history: list[dict[str, Any]],
     metadata: dict[str, Any],
     evaluation: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export `model` with `metadata` (plus what every run records) and the report; returns the
-    evaluation report as written."""
+    evaluation report as written. `calibration` (crossval.calibration_table) adds a reliability diagram."""
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     version = config.version or default_version(config.arch, dataset.data_hash, now)
@@ -100,7 +101,7 @@ def write_run(
         "name": output.name,
         "version": version,
         "architecture": config.arch,
-        "split": "validation",
+        "split": metrics.get("split", "validation"),
         "metrics": metrics,
         "history": history,
         "counts": dataset.counts(),
@@ -124,6 +125,8 @@ def write_run(
         plot_confusion_matrix(metrics["confusion_matrix"], list(CLASS_NAMES), report / "confusion_matrix.png")
         curve = metrics["roc_curve"]
         plot_roc_curve(curve["fpr"], curve["tpr"], metrics["roc_auc"], report / "roc_curve.png")
+        if calibration is not None:
+            plot_reliability(calibration, report / "reliability.png")
         replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
