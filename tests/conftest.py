@@ -66,13 +66,15 @@ def tiny_pet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
 
     from training.export import export_saved_model
+    from training.pretrained import ClassProbabilities
 
     inputs = keras.Input((TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3))
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    p_dog = keras.layers.Dense(1, activation="sigmoid", name="p_dog")(x)
+    # [P(cat), P(dog)] from the logit, as the pretrained models answer: what int8 must keep in float.
+    probabilities = ClassProbabilities()(keras.layers.Dense(1, name="p_dog")(x))
     pet_score = keras.layers.Dense(1, activation="sigmoid", name="pet_score")(x)
-    model = keras.Model(inputs, [p_dog, pet_score])
+    model = keras.Model(inputs, [probabilities, pet_score])
     model.get_layer("p_dog").set_weights([np.array([[-10.0], [0.0], [10.0]]), np.array([0.0])])
     model.get_layer("pet_score").set_weights(
         [np.full((3, 1), PET_SLOPE / 3), np.array([-PET_SLOPE * PET_MIDPOINT])]

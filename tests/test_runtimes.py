@@ -303,7 +303,7 @@ def test_train_and_derive_commands_parse() -> None:
     train = parser.parse_args(["train", "--data-dir", "d", "--output", "o", "--derive"])
     assert train.derive is True
     derive = parser.parse_args(["derive", "--model", "m", "--data-dir", "d", "--runtimes", "litert"])
-    assert (derive.runtimes, derive.precisions, derive.calibration_per_class) == ("litert", "fp32,int8", 32)
+    assert (derive.runtimes, derive.precisions, derive.calibration_per_class) == ("litert", "fp32,int8", 100)
 
 
 # --------------------------------------------------------------------- same numbers on every machine
@@ -397,3 +397,95 @@ def test_the_probe_catches_openvino_in_bfloat16(derived_dir: Path) -> None:
 
     with pytest.raises(ProbeMismatchError, match="differently on this machine"):
         check_probe(bf16, entry.probe, TINY_IMAGE_SIZE, "openvino-fp32 in bfloat16")
+
+
+# --------------------------------------------------------------- int8: the backbone, not the answer
+@pytest.mark.skipif(LITERT not in DERIVED_RUNTIMES, reason="needs catdog[litert]")
+def test_int8_litert_keeps_everything_from_the_pooling_on_in_float32(derived_dir: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.derive import head_tensors_tflite
+
+    model = (derived_dir / "derived" / "model-int8.tflite").read_bytes()
+    interpreter = Interpreter(model_content=model)
+    ops = interpreter._get_ops_details()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    pool = next(op["index"] for op in ops if op["op_name"] == "MEAN")
+    before = [tensors[i]["dtype"] for op in ops[:pool] for i in op["outputs"]]
+    after = [(op["op_name"], tensors[i]["dtype"]) for op in ops[pool:] for i in op["outputs"]]
+    assert np.int8 in before, "the part before the pooling is quantized"
+    assert all(dtype == np.float32 for _, dtype in after), after
+    names, _ = head_tensors_tflite(model)
+    assert names, "the head's tensors are found in the float model too"
+
+
+@pytest.mark.parametrize("runtime", [r for r in DERIVED_RUNTIMES if r in (LITERT, ONNXRUNTIME)])
+def test_int8_answers_are_continuous(derived_dir: Path, runtime: str) -> None:
+    """A quantized softmax answers on a 1/256 grid; float heads do not."""
+    model = load_exported_model(derived_dir, f"{runtime}-int8") if _loads(derived_dir, runtime) else None
+    if model is None:
+        pytest.skip(f"{runtime}-int8 of the tiny model did not pass its gate here")
+    images, _ = _photo_batch(TINY_IMAGE_SIZE, per_class=4)
+    outputs = model.predict(images)
+    grid = outputs.probabilities * 256
+    assert np.max(np.abs(grid - np.round(grid))) > 0.01
+    assert outputs.pet_score is not None and len(set(np.round(outputs.pet_score, 6))) == len(images)
+
+
+def _loads(model_dir: Path, runtime: str) -> bool:
+    return any(e.key == f"{runtime}-int8" and e.passed for e in read_metadata(model_dir).derived)
+
+
+def test_every_derived_model_records_its_own_pet_threshold(derived_dir: Path) -> None:
+    metadata = read_metadata(derived_dir)
+    assert metadata.ood is not None
+    for entry in metadata.derived:
+        if entry.passed:
+            assert entry.ood_threshold is not None and 0.0 < entry.ood_threshold < 1.0
+            assert {"pet_flag_disagreements", "pets_flagged", "reference_pets_flagged"} <= set(
+                entry.equivalence
+            )
+        if entry.precision == "fp32" and entry.passed:
+            # float32 scores are the SavedModel's: the same share of the fitted photos, the same threshold.
+            assert entry.ood_threshold == pytest.approx(metadata.ood.threshold, abs=1e-4)
+
+
+def test_the_served_threshold_is_the_runtime_s_own(
+    make_client: Callable[..., TestClient], derived_dir: Path
+) -> None:
+    runtime = f"{DERIVED_RUNTIMES[0]}-fp32"
+    entry = next(e for e in read_metadata(derived_dir).derived if e.key == runtime)
+    ready = make_client(model_dir=derived_dir, runtime=runtime).get("/readyz").json()
+    assert ready["pet_threshold"] == entry.ood_threshold
+    assert ready["pet_threshold_source"] == f"metadata.derived[{runtime}].ood_threshold"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"accuracy": 0.9975}, "validation accuracy 0.15 points lower"),
+        ({"class_disagreements": 2}, "2 labels differ"),
+        ({"log_loss": 0.0131}, "log loss 0.0011 higher"),
+        ({"max_abs_diff_probabilities": 0.021}, "P(cat) moved by up to 0.021"),
+        ({"pet_flag_disagreements": 2}, "2 pet flags differ"),
+    ],
+)
+def test_the_gate_refuses_each_kind_of_drift(change: dict[str, Any], problem: str) -> None:
+    from training.derive import judge
+
+    fine = {
+        "photos": 1000,
+        "accuracy": 0.999,
+        "reference_accuracy": 0.999,
+        "log_loss": 0.0120,
+        "reference_log_loss": 0.0120,
+        "class_disagreements": 1,
+        "max_abs_diff_probabilities": 0.019,
+        "max_abs_diff_pet_score": 0.05,
+        "pet_flag_disagreements": 1,
+    }
+    assert judge(fine, "int8", 1e-3) == (True, "")
+    passed, reason = judge({**fine, **change}, "int8", 1e-3)
+    assert not passed and problem in reason
+    # fp32 must also be within its tolerance on every output.
+    assert judge(fine, "fp32", 1e-3)[1].startswith("fp32 max abs difference")
