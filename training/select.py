@@ -49,6 +49,7 @@ CANDIDATES = (
     "efficientnet_lite2@300:sqrt",
     "efficientnet_lite2@320:sqrt",
     "efficientnet_lite2@330:sqrt",
+    "efficientnet_lite2@336:sqrt",
     "efficientnet_lite2@340:linear",
     "efficientnet_lite2@340:sqrt",
     "efficientnet_lite2@360:sqrt",
@@ -199,7 +200,7 @@ def select(
             "relative_compute": candidate.relative_compute,
             "errors_per_repeat": float(np.mean(np.sum((cv.predictions[c] > 0.5) != labels, axis=1))),
         }
-        if temperature and candidate.spec != base.spec:
+        if temperature:
             results[candidate.spec]["_features"] = (x, x_mirrored, labels)
         logger.info(
             "%s: log loss %.4f, accuracy %.4f (C=%g)",
@@ -227,7 +228,7 @@ def select(
         "best": best,
         "candidates": {spec: _public(result) for spec, result in results.items()},
     }
-    if temperature and "_features" in results[best]:
+    if temperature:
         x, x_mirrored, labels = results[best]["_features"]
         report["temperature"] = {
             "candidate": best,
