@@ -169,6 +169,7 @@ def test_fine_tuning_is_kept_only_if_validation_log_loss_improves(tmp_path: Path
     evaluation = json.loads((model_dir / "report" / "evaluation.json").read_text())
     report = evaluation["fine_tune"]
     assert report["epochs"] == 1 and isinstance(report["kept"], bool)
+    assert report["schedule"].startswith("cosine")
     assert report["kept"] == (report["val_log_loss_after"] < report["val_log_loss_before"])
     kept_loss = report["val_log_loss_after"] if report["kept"] else report["val_log_loss_before"]
     assert evaluation["metrics"]["log_loss"] == pytest.approx(kept_loss, abs=1e-5)

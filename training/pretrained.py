@@ -12,7 +12,8 @@ and the pet score from the nearest training photos.
    nearest fitted photos; its threshold is the `ood_quantile` of the fitted photos' own scores, each
    scored without itself.
 4. Optional, one member and `fit_on="train"`: end-to-end fine-tuning from that head with BatchNorm
-   frozen, a low learning rate and flip/crop augmentation, kept only if validation log loss improves.
+   frozen, a cosine learning-rate schedule with warm-up and flip/crop/brightness/contrast
+   augmentation, kept only if validation log loss improves.
 
 One exported graph: pixels -> members -> features -> [P(dog), pet_score].
 """
@@ -191,14 +192,26 @@ class ClassProbabilities(layers.Layer):  # type: ignore[misc]
 
 
 def _augmenter(seed: int) -> keras.Sequential:
-    """Mirror and crop (zoom in up to 15%, then shift): the views a photo of a pet may be taken from."""
+    """Mirror, crop (zoom in up to 15%, then shift) and light changes of brightness and contrast: the
+    views and exposures a photo of a pet may be taken with (pixels stay in 0-255)."""
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
             layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed + 1),
             layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 2),
+            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
+            layers.RandomContrast(0.15, value_range=(0, 255), seed=seed + 4),
         ],
         name="augmentation",
+    )
+
+
+def _cosine_with_warmup(peak: float, steps: int) -> keras.optimizers.schedules.CosineDecay:
+    """Up to `peak` over the first tenth of the steps, then down to zero along a cosine: the head starts
+    fitted, so large early steps through a randomly ordered batch would only undo the backbone."""
+    warmup = max(1, steps // 10)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, steps - warmup), warmup_target=peak, warmup_steps=warmup
     )
 
 
@@ -231,8 +244,9 @@ def fine_tune_member(
         return float(log_loss(val.labels, tuned.predict(transform(raw, config.head_features))))
 
     before = validation_loss()
+    steps = config.fine_tune_epochs * -(-len(photos.labels) // config.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.fine_tune_lr),
+        optimizer=keras.optimizers.Adam(_cosine_with_warmup(config.fine_tune_lr, steps)),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
     )
@@ -244,7 +258,7 @@ def fine_tune_member(
         .map(lambda a, b: (tf.cast(a, tf.float32), b))
     )
     logger.info(
-        "fine-tuning %s end to end: %d epochs at lr %g",
+        "fine-tuning %s end to end: %d epochs, lr up to %g (cosine with warm-up)",
         member.label,
         config.fine_tune_epochs,
         config.fine_tune_lr,
@@ -267,6 +281,7 @@ def fine_tune_member(
     report = {
         "epochs": config.fine_tune_epochs,
         "learning_rate": config.fine_tune_lr,
+        "schedule": "cosine, 10% linear warm-up",
         "val_log_loss_before": before,
         "val_log_loss_after": after,
         "kept": kept,
