@@ -8,7 +8,8 @@ Each argument is LABEL=MODEL_DIR[:RUNTIME] (runtime default auto), e.g.
 Rounds are interleaved, in rotating order; each configuration's throughput is divided by the
 baseline's in the same round, and the median over rounds is printed with how many rounds it was
 ahead. The load comes from `hey` (the peers benchmark's helpers), posting validation photos in turn.
-The cost ratio that matters for a model's budget is baseline req/s / its req/s at saturation.
+The cost that matters for a model's budget is the baseline's req/s / its req/s at saturation, same
+round (median, and the range over rounds).
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.stop()
     baseline = names[0]
-    print(f"\n{'configuration':<24} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'vs ' + baseline:>14} {'ahead':>6}")
+    print(
+        f"\n{'configuration':<24} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'vs ' + baseline:>14} {'ahead':>6}"
+        f"  cost (per-round range)"
+    )
     for name in names:
         for concurrency in args.concurrency:
             mine, base = runs[name][concurrency], runs[baseline][concurrency]
@@ -84,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                 statistics.median(r.rps for r in mine),
                 statistics.median(r.percentile(50) for r in mine),
             )
+            costs = [1 / r for r in ratios]
             print(
                 f"{name:<24} {concurrency:>3} {rps:8.1f} {p50:8.1f} {statistics.median(ratios):13.3f}x "
-                f"{sum(r > 1 for r in ratios):>3}/{len(ratios)}"
+                f"{sum(r > 1 for r in ratios):>3}/{len(ratios)}  {statistics.median(costs):.3f}x "
+                f"({min(costs):.3f}-{max(costs):.3f})"
             )
     return 0
 

@@ -1,12 +1,16 @@
 """The model in every CPU runtime it was derived for: img/s at batch 1 and 16, latency, accuracy.
 
     .venv/bin/python -m benchmarks.runtimes [--model-dir model/default] [--rounds 5] [--seconds 2]
+    .venv/bin/python -m benchmarks.runtimes --tflite old=OLD.tflite --tflite new=NEW.tflite   # raw files
 
 Loads the SavedModel in TensorFlow and every derived model metadata.json lists (present here, its
 runtime installed; `python -m training derive` writes them), then times them on real photos in
 interleaved rounds: each round runs every runtime in turn, so a machine shared with other work
 slows them alike, and the speed-ups are same-round ratios (median over rounds). Accuracy and log
 loss are the equivalence check's figures on the validation photos (from metadata.json).
+
+`--tflite LABEL=FILE` adds LiteRT files of the same input size to the rounds, whatever their gate
+said (a model that failed it is never served, but what it would cost is still a figure to compare).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 from catdog.contract import read_metadata
 from catdog.imaging import load_model_input
-from catdog.runtimes import runtime_installed, runtime_threads
+from catdog.runtimes import LiteRtRunner, runtime_installed, runtime_threads
 from catdog.saved_model import load_exported_model
 from training.derive import measure_speed
 
@@ -34,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="per runtime, batch size and round")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--tflite", action="append", default=[], metavar="LABEL=FILE", help="also time this LiteRT file"
+    )
     args = parser.parse_args(argv)
 
     metadata = read_metadata(args.model_dir)
@@ -50,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"skipping {entry.key}: {entry.reason or 'not present or runtime not installed'}")
     threads = runtime_threads()
+    for spec in args.tflite:
+        label, _, file = spec.partition("=")
+        if not file:
+            parser.error(f"--tflite expects LABEL=FILE, got {spec!r}")
+        runners[label] = LiteRtRunner(Path(file), size, "file", threads)
     print(f"{len(images)} real photos, {threads} threads per runtime, {args.rounds} interleaved rounds")
     speed = measure_speed(runners, images, rounds=args.rounds, seconds=args.seconds)
     reference = next((e.equivalence for e in metadata.derived if e.equivalence), {})
