@@ -197,10 +197,10 @@ def runtimes_block(metadata: Any) -> str:
 
 
 def replace_block(text: str, name: str, block: str) -> str:
-    pattern = re.compile(rf"(<!-- answers:{name} -->\n).*?(\n<!-- /answers:{name} -->)", re.DOTALL)
+    pattern = re.compile(rf"(<!-- answers:{name} -->\n)(?:.*?\n)?(<!-- /answers:{name} -->)", re.DOTALL)
     if not pattern.search(text):
         raise SystemExit(f"README.md has no <!-- answers:{name} --> block")
-    return pattern.sub(lambda match: match.group(1) + block + match.group(2), text)
+    return pattern.sub(lambda match: match.group(1) + block + "\n" + match.group(2), text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 #   --skip-build   test the existing image instead of building it
 # Env:
 #   CATDOG_SMOKE_IMAGE          image tag to build/test (default catdog:cpu)
-#   CATDOG_SMOKE_RUNTIME        the runtime /readyz must report (default litert-int8: the CPU image's)
+#   CATDOG_SMOKE_RUNTIME        the runtime /readyz must report (default litert-fp32: the CPU image's)
 #   CATDOG_SMOKE_READY_TIMEOUT  seconds to wait for /readyz (default 180)
 #   CATDOG_DOCKER_BUILD_NETWORK network for RUN steps of `docker build` (e.g. host; default: default)
 #   BASE_IMAGE                  `docker build --build-arg` (default: what scripts/setup-compose.sh chose)
@@ -139,8 +139,8 @@ http_ok() {  # $1: path; prints the body, fails unless HTTP 200
 # (assign first: a failure inside $(...) used as an argument would not stop the script)
 body=$(http_ok /healthz); log "GET /healthz -> $body"
 body=$(http_ok /readyz); log "GET /readyz  -> $body"
-# The CPU image installs the litert extra, so CATDOG_RUNTIME=auto serves the committed LiteRT int8 model.
-want_runtime="${CATDOG_SMOKE_RUNTIME:-litert-int8}"
+# The CPU image installs the litert extra, so CATDOG_RUNTIME=auto serves the committed LiteRT fp32 model.
+want_runtime="${CATDOG_SMOKE_RUNTIME:-litert-fp32}"
 [[ "$body" == *"\"runtime\":\"$want_runtime\""* ]] || fail "/readyz: expected runtime $want_runtime, got $body"
 
 DATA_DIR="$REPO_ROOT/../shared/data/cats_and_dogs_filtered"

@@ -193,8 +193,11 @@ def test_every_runtime_gives_the_same_answers_on_the_validation_photos(
         assert flag_changes <= GATE.pet_flags_per_1000 * len(labels) / 1000, (runtime, flag_changes)
         assert np.max(np.abs(p_cat - reference_p)) <= GATE.max_delta_p_cat, runtime
         assert np.all((p_cat > 0) & (p_cat < 1)), runtime
-        # Continuous, not on the 1/256 grid of a quantized softmax.
-        assert len(np.unique(np.round(p_cat, 6))) > 900, runtime
+        # Continuous, not on the 1/256 grid of a quantized softmax: the photos the model is not sure
+        # of (it is sure of most: it was fitted on these) each get their own value.
+        unsure = p_cat[(p_cat > 1e-3) & (p_cat < 1 - 1e-3)]
+        assert len(unsure) >= 20, (runtime, len(unsure))
+        assert len(np.unique(unsure)) >= 0.9 * len(unsure), runtime
 
 
 @pytest.mark.slow
