@@ -71,8 +71,7 @@ async def readyz(service: ServiceDep) -> Readiness:
 
 @router.get("/metadata", **openapi.METADATA)
 async def metadata(service: ServiceDep) -> dict[str, Any]:
-    document: dict[str, Any] = service.model.metadata.model_dump(mode="json")
-    return {**document, "serving": service.serving()}
+    return {**service.model.metadata.public_document(), "serving": service.serving()}
 
 
 @router.get("/metrics", response_class=Response, **openapi.METRICS)

@@ -12,7 +12,7 @@ H, W (resizing and pixel scaling happen inside the graph), and returns:
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -117,8 +117,38 @@ class ModelMetadata(BaseModel):
     def has_pet_score(self) -> bool:
         return PET_SCORE in self.outputs
 
+    def public_document(self) -> dict[str, Any]:
+        """The metadata as JSON-ready data with no path of the machine that made it: what /metadata
+        publishes and metadata.json stores (see `without_machine_paths`)."""
+        document: dict[str, Any] = without_machine_paths(self.model_dump(mode="json"))
+        return document
+
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, default=str) + "\n"
+        return json.dumps(self.public_document(), indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _is_machine_path(value: str) -> bool:
+    """An absolute, home- or parent-relative path: it names a place on one machine, not in the export."""
+    if "\n" in value or len(value) > 4096:
+        return False
+    return (
+        PurePosixPath(value).is_absolute()
+        or PureWindowsPath(value).drive != ""
+        or value.startswith(("~", "../", "..\\"))
+    )
+
+
+def without_machine_paths(document: Any) -> Any:
+    """`document` with every machine path (absolute, `~` or `..` first) cut to its last component:
+    a training run records where its photos, weights and output were, and a served model must not
+    publish the layout of the machine it was trained on. Paths inside the export (`derived/...`) stay."""
+    if isinstance(document, dict):
+        return {key: without_machine_paths(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [without_machine_paths(value) for value in document]
+    if isinstance(document, str) and _is_machine_path(document):
+        return PurePosixPath(document.replace("\\", "/")).name
+    return document
 
 
 class MetadataError(ValueError):

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -447,6 +448,33 @@ def test_health_ready_metadata(client: TestClient) -> None:
     assert metadata["image_size"] == 32
     assert metadata["outputs"] == ["probabilities"]
     assert metadata["ood"] is None
+
+
+def test_metadata_publishes_no_path_of_the_training_machine(
+    make_client: Callable[..., TestClient], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """An export whose metadata.json still names the training machine's paths (written before they
+    were cut, or by hand) publishes only their last component; paths inside the export stay."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    raw = json.loads((model_dir / "metadata.json").read_text())
+    raw["training"] = {
+        "config": {"output": "/tmp/run7", "data_dir": "../shared/data/cats_and_dogs_filtered"},
+        "data": {"data_dir": "/home/alice/photos"},
+        "members": [{"path": "C:\\Users\\bob\\w.pth"}, {"path": "~/w2.pth"}],
+        "note": "see derived/model.onnx",
+    }
+    (model_dir / "metadata.json").write_text(json.dumps(raw))
+    published = make_client(model_dir=model_dir).get("/metadata").json()
+    assert published["training"] == {
+        "config": {"output": "run7", "data_dir": "cats_and_dogs_filtered"},
+        "data": {"data_dir": "photos"},
+        "members": [{"path": "w.pth"}, {"path": "w2.pth"}],
+        "note": "see derived/model.onnx",
+    }
+    text = json.dumps(published)
+    for leak in ("/tmp", "/home", "Users", "~/", "../"):
+        assert leak not in text
 
 
 def test_readyz_is_503_after_shutdown(make_client: Callable[..., TestClient]) -> None:
