@@ -18,10 +18,20 @@ ASSETS_URL = "/web"
 
 router = APIRouter()
 
+# The page loads only its own script, stylesheet and API; thumbnails are blob: URLs of the picked files.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
 
 @router.get("/", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    return FileResponse(
+        STATIC_DIR / "index.html",
+        media_type="text/html",
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+    )
 
 
 def assets() -> StaticFiles:
