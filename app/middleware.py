@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and access logs for every request; request body limits.
+"""ASGI middleware: request ids, security headers and access logs for every request; body limits.
 
 (Request metrics come from prometheus-fastapi-instrumentator, installed by app/metrics.py.)
 """
@@ -18,6 +18,10 @@ from app.logs import set_request_id
 access_logger = logging.getLogger("catdog.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+# On every response: no content sniffing (an upload echoed in an error is never run as HTML), and
+# no page of the service inside another site's frame. The HTML pages add their own CSP.
+SECURITY_HEADERS = (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"))
+_SECURITY_HEADERS_RAW = tuple((name.encode(), value.encode()) for name, value in SECURITY_HEADERS)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Room for multipart boundaries and part headers on top of the image bytes.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -46,6 +50,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers.extend(_SECURITY_HEADERS_RAW)
                 message = {**message, "headers": headers}
             await send(message)
 

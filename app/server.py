@@ -1,8 +1,9 @@
 """Running the app under uvicorn: the listening socket, connection cap, graceful shutdown, malloc.
 
 `bind_socket` is called before the model loads, so a busy port ends `python -m app serve` in a
-second with one line, not after a minute of loading. `serve` runs uvicorn on that socket with a cap on
-concurrent connections (`CATDOG_MAX_CONNECTIONS`) and a bounded graceful shutdown
+second with one line, not after a minute of loading. `serve` runs uvicorn on that socket with our
+HTTP protocol (app/http_protocol.py: header deadline and limits, JSON protocol errors, a cap of
+`CATDOG_MAX_CONNECTIONS` connections doing work) and a bounded graceful shutdown
 (`CATDOG_SHUTDOWN_TIMEOUT_SECONDS`); when shutdown starts, uploads still arriving end with a JSON 503
 instead of holding it up (app/admission.py).
 """
@@ -19,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.admission import AdmissionController
+from app.http_protocol import ConnectionMetrics, HttpLimits, http_protocol_class
 from app.settings import Settings
 
 logger = logging.getLogger("catdog")
@@ -87,18 +89,36 @@ class DrainingServer(uvicorn.Server):
 
 
 def make_server(app: FastAPI, settings: Settings, **config: Any) -> DrainingServer:
-    """The uvicorn server `serve` runs: connection cap, bounded graceful shutdown, draining."""
+    """The uvicorn server `serve` runs: our HTTP protocol, bounded graceful shutdown, draining."""
     admission = getattr(app.state, "admission", None)
+    limits = HttpLimits(
+        max_connections=settings.max_connections,
+        header_timeout_s=settings.header_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        retry_after_s=settings.retry_after_seconds,
+    )
     return DrainingServer(
         uvicorn.Config(
             app,
             log_config=None,  # keep our JSON logging
-            limit_concurrency=settings.max_connections,
+            http=http_protocol_class(limits, _connection_metrics(app)),
+            limit_concurrency=None,  # the protocol caps connections, counting only those doing work
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             **config,
         ),
         admission if isinstance(admission, AdmissionController) else None,
     )
+
+
+def _connection_metrics(app: FastAPI) -> ConnectionMetrics:
+    """The app's connection counters, in its /metrics registry; made once per app."""
+    metrics = getattr(app.state, "connection_metrics", None)
+    if not isinstance(metrics, ConnectionMetrics):
+        service = getattr(app.state, "service", None)
+        registry = getattr(getattr(service, "metrics", None), "registry", None)
+        metrics = app.state.connection_metrics = ConnectionMetrics(registry)
+    return metrics
 
 
 def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:

@@ -69,8 +69,17 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = Field(default=256 * MiB, ge=MiB)
     # A request body must arrive within this many seconds, else 408.
     body_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Open connections uvicorn accepts at once; beyond, it answers 503 itself (plain text).
+    # Connections doing work (a request being read, processed or answered) at once. A new connection
+    # beyond it closes the oldest idle one (awaiting a request's headers); when more than it are doing
+    # work, a request gets 503, except /healthz and /readyz (app/http_protocol.py).
     max_connections: int = Field(default=1024, ge=1)
+    # A connection must send a whole request line and headers within this many seconds of connecting
+    # or of its previous response: 408 if part of a request came, else closed. Total, not per byte,
+    # so a trickle does not extend it.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Request line and headers: at most this many bytes and header fields, else 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=1)
     # On SIGTERM: how long requests in progress may take to finish before they are cancelled.
     shutdown_timeout_seconds: int = Field(default=10, ge=0)
 
