@@ -10,6 +10,8 @@
                  (and the connection is closed): a stalled upload cannot hold a slot for ever
   draining       once the server is shutting down, a body still being read ends with 503
                  `shutting_down` instead of holding up the shutdown
+  abandonment    a client that disconnects after sending its body cancels its request: images
+                 not yet decoded or inferred are dropped (499 in the access log)
 
 It also answers HEAD on every GET route (as GET; uvicorn leaves the body out), which FastAPI's
 GET routes do not do by themselves.
@@ -29,9 +31,10 @@ import threading
 from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import APIError, error_response
+from app.errors import CLIENT_CLOSED_REQUEST, APIError, error_response
 
 logger = logging.getLogger("catdog.admission")
 
@@ -227,12 +230,25 @@ class AdmissionMiddleware:
             )
             await response(scope, receive, send)
             return
+        task = asyncio.current_task()
+        gone = _ClientGone(task, receive)
         try:
-            await self.app(scope, self._guarded_receive(receive), send)
+            await self.app(scope, self._guarded_receive(receive, gone), gone.wrap_send(send))
+        except asyncio.CancelledError:
+            if not gone.fired:
+                raise
+            _uncancel(task)
+            logger.info(
+                "client disconnected; the work for its request was abandoned",
+                extra={"method": scope["method"], "path": scope["path"]},
+            )
+            # Nobody reads it: the status the access log and the metrics record.
+            await Response(status_code=CLIENT_CLOSED_REQUEST)(scope, receive, send)
         finally:
+            gone.stop()
             controller.leave()
 
-    def _guarded_receive(self, receive: Receive) -> Receive:
+    def _guarded_receive(self, receive: Receive, gone: _ClientGone) -> Receive:
         """`receive`, cut off at the body deadline or when draining starts.
 
         One timer per body read, no extra task: on the hot path of every prediction request. The
@@ -274,6 +290,7 @@ class AdmissionMiddleware:
                 controller.body_reads.discard(cut)
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
+                gone.watch()
             return message
 
         return guarded
@@ -285,6 +302,47 @@ class AdmissionMiddleware:
             "the service is shutting down; the request body was not complete",
             headers={"Retry-After": str(self.retry_after_s), "Connection": "close"},
         )
+
+
+class _ClientGone:
+    """Once the body is read, waits for the client to disconnect and then cancels the request's task:
+    an image still queued for a decode thread or the batcher is dropped (the pool skips a cancelled
+    job, the batcher a cancelled future) instead of being worked on for nobody. A decode already
+    running in a thread finishes; its bounds (app/service.py, catdog/imaging.py) limit what it costs.
+    """
+
+    __slots__ = ("fired", "receive", "responding", "task", "watcher")
+
+    def __init__(self, task: asyncio.Task[object] | None, receive: Receive) -> None:
+        self.task = task
+        self.receive = receive
+        self.fired = False
+        self.responding = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    def watch(self) -> None:
+        if self.watcher is None and self.task is not None:
+            self.watcher = asyncio.get_running_loop().create_task(self._wait())
+
+    async def _wait(self) -> None:
+        # After the body, uvicorn's receive() returns only when the client goes (or the response is
+        # complete, which `responding` tells apart).
+        message = await self.receive()
+        if message["type"] == "http.disconnect" and not self.responding and self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+    def wrap_send(self, send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.responding = True
+            await send(message)
+
+        return sending
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 class _BodyCut:

@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.http_protocol import GuardedHttpProtocol
 from app.main import create_app
 from app.server import DrainingServer, make_server
 from app.settings import Settings
+from benchmarks.soak import png16
 from tests.servers import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -151,6 +153,45 @@ def test_abandoned_upload_is_one_info_line_and_status_499(
     assert [getattr(r, "status", None) for r in access] == [499, 499, 499]
 
 
+def test_work_for_a_client_that_left_is_abandoned(
+    live: Callable[..., Live], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends its image and leaves while the image waits to be decoded frees its slot at
+    once (499), instead of having it decoded and inferred for nobody."""
+    server = live(max_in_flight=4)
+    caplog.set_level(logging.INFO)
+    bomb = png16(4000)  # 16 bit, 32 MB decoded: a few tenths of a second of decoding each
+    files = [("files", (f"{i}.png", bomb, "image/png")) for i in range(24)]
+    busy: dict[str, int] = {}
+
+    def hold_the_decode_threads() -> None:
+        response = httpx.post(f"{server.url}/predict/batch", files=files, timeout=120)
+        busy["status"] = response.status_code
+
+    holder = threading.Thread(target=hold_the_decode_threads)
+    holder.start()
+    deadline = time.monotonic() + 30
+    while metric_lines(server.url, "catdog_decode_bytes_in_use") == ["catdog_decode_bytes_in_use 0.0"]:
+        assert time.monotonic() < deadline, "the batch never started decoding"
+        time.sleep(0.02)
+    # The whole body: the image queues behind the batch's for the decode budget (first come, first served).
+    sock = partial_upload(server.port, bomb, declared=len(bomb))
+    time.sleep(0.2)
+    sock.close()
+    while metric_lines(server.url, "catdog_requests_in_flight") != ["catdog_requests_in_flight 1.0"]:
+        assert time.monotonic() < deadline, metric_lines(server.url, "catdog_requests_in_flight")
+        time.sleep(0.02)
+    assert holder.is_alive(), (
+        "the request of the client that left stayed in flight until the batch ahead finished"
+    )
+    holder.join(timeout=120)
+    assert busy == {"status": 200}
+    abandoned = [r for r in caplog.records if "was abandoned" in r.getMessage()]
+    assert len(abandoned) == 1 and abandoned[0].levelno == logging.INFO
+    access = [r for r in caplog.records if r.name == "catdog.access" and getattr(r, "path", "") == "/predict"]
+    assert [getattr(r, "status", None) for r in access] == [499]
+
+
 def test_shutdown_answers_a_stalled_upload_with_503_and_does_not_wait_for_it(
     live: Callable[..., Live], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,6 +213,9 @@ def test_serve_caps_connections_and_bounds_the_graceful_shutdown(tiny_model_dir:
     settings = Settings(model_dir=tiny_model_dir, max_connections=7, shutdown_timeout_seconds=3)
     app = create_app(settings)
     server = make_server(app, settings)  # what `python -m app serve` runs
-    assert server.config.limit_concurrency == 7  # beyond it uvicorn answers 503 itself
+    assert server.config.limit_concurrency is None  # our protocol caps connections instead
+    protocol = server.config.http
+    assert isinstance(protocol, type) and issubclass(protocol, GuardedHttpProtocol)
+    assert protocol.book.limits.max_connections == 7
     assert server.config.timeout_graceful_shutdown == 3
     assert server.admission is app.state.admission
