@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,42 +69,125 @@ def check_model(name: str, version: str | None, served_version: str, what: str) 
         )
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, inflated when it came with `Content-Encoding: gzip` or `deflate` (what
-    tritonclient's `request_compression_algorithm` sends), never past `max_bytes`."""
-    body = await request.body()
+async def read_body(request: Request, max_bytes: int) -> bytearray:
+    """The request body, inflated as it arrives when it came with `Content-Encoding: gzip` or `deflate`
+    (what tritonclient's `request_compression_algorithm` sends); 413 as soon as it passes `max_bytes`."""
     encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
+    if encoding not in ("identity", "gzip", "deflate"):
         raise ProtocolError(415, f"unsupported Content-Encoding '{encoding}': send identity, gzip or deflate")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        data = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise ProtocolError(400, f"the {encoding} body cannot be inflated: {exc}") from exc
-    if len(data) > max_bytes:
-        raise ProtocolError(413, f"the inflated request body is over the limit of {max_bytes} bytes")
-    if not inflater.eof:
+    inflater = None if encoding == "identity" else zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    body = bytearray()
+    async for chunk in request.stream():
+        if inflater is None:
+            body += chunk
+        elif chunk and not inflater.eof:
+            # A 64 KB chunk can inflate to 64 MB: in a worker thread (zlib lets go of the GIL while it
+            # inflates), a step at a time, straight into the body.
+            await asyncio.to_thread(_inflate_into, body, inflater, chunk, max_bytes, encoding)
+        if len(body) > max_bytes:
+            what = "request body" if inflater is None else "inflated request body"
+            raise ProtocolError(413, f"the {what} is over the limit of {max_bytes} bytes")
+    if inflater is not None and not inflater.eof:
         raise ProtocolError(400, f"the {encoding} body is truncated")
-    return data
+    return body
+
+
+_INFLATE_STEP = 1024 * 1024
+
+
+def _inflate_into(
+    body: bytearray, inflater: zlib._Decompress, chunk: bytes, max_bytes: int, encoding: str
+) -> None:
+    """Append what `chunk` inflates to, stopping one byte past `max_bytes`."""
+    data = chunk
+    while len(body) <= max_bytes:
+        step = min(_INFLATE_STEP, max_bytes + 1 - len(body))
+        try:
+            output = inflater.decompress(data, step)
+        except zlib.error as exc:
+            raise ProtocolError(400, f"the {encoding} body cannot be inflated: {exc}") from exc
+        body += output
+        data = inflater.unconsumed_tail
+        # A full step may leave output inside zlib even with the input all consumed: ask again.
+        if not data and len(output) < step:
+            return
 
 
 # Numbers in JSON tensors cost ~8-24 bytes each once parsed (a Python list, then an array), against 2-4
 # bytes on the wire: a body of small integers at the size limit would take a gigabyte to parse. This
 # many values is 26 images at 224x224x3; bigger pixel tensors go as binary data (V2) or encoded images.
 MAX_JSON_VALUES = 4_000_000
+# A valid request nests at most 7 levels (a V2 pixel tensor [N][H][W][3] inside the request, `inputs`
+# and the input). The parsers recurse once per level, and 1000 levels exhaust Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+_STRUCTURE = b'[]{}"'
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in _STRUCTURE)
+_LEVEL_STEP = np.zeros(256, dtype=np.int8)
+_LEVEL_STEP[list(b"[{")] = 1
+_LEVEL_STEP[list(b"]}")] = -1
+_DEPTH_CHUNK = 1 << 20
 
 
-def check_json_values(document: bytes) -> None:
-    """413 before parsing a JSON document with more than MAX_JSON_VALUES list items (counted by commas;
-    base64 strings have none)."""
+def json_arrays_limit(max_images: int) -> int:
+    """Most arrays a valid request holds: pixels nested [N][H][W][3] are 1 + N + N*H + N*H*W arrays for
+    3*N*H*W values (so under 2/3 of MAX_JSON_VALUES, plus one per image), and a few wrappers."""
+    return 2 * (MAX_JSON_VALUES + 1) // 3 + max_images + 16
+
+
+def check_json_structure(document: bytes | bytearray, max_objects: int, max_images: int) -> None:
+    """Refuse a JSON document before parsing it when it holds more values, objects or arrays than a
+    request of `max_images` images needs (413), or nests deeper than MAX_JSON_DEPTH (400).
+
+    Parsing holds the GIL for as long as it runs, even in a worker thread, and each parsed object
+    costs 50-300 bytes: these counts (C-speed scans of the bytes) are what keep a small compressed body
+    from stalling the event loop and taking a gigabyte. Brackets and commas inside strings count too;
+    base64 has none.
+    """
     if document.count(b",") > MAX_JSON_VALUES:
         raise ProtocolError(
             413,
             f"the JSON body holds more than {MAX_JSON_VALUES} values: send pixel tensors as binary data "
             "(V2) or images as encoded bytes",
         )
+    objects = document.count(b"{")
+    if objects > max_objects:
+        raise ProtocolError(
+            413,
+            f"the JSON body holds {objects} objects, more than a request of at most {max_images} images "
+            f"needs ({max_objects})",
+        )
+    arrays = document.count(b"[")
+    max_arrays = json_arrays_limit(max_images)
+    if arrays > max_arrays:
+        raise ProtocolError(
+            413,
+            f"the JSON body holds {arrays} arrays, more than a request of at most {max_images} images "
+            f"needs ({max_arrays})",
+        )
+    if objects + arrays > MAX_JSON_DEPTH and _json_depth(document) > MAX_JSON_DEPTH:
+        raise ProtocolError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _json_depth(document: bytes | bytearray) -> int:
+    """How deep a JSON document nests, from its brackets outside strings (C-speed passes only)."""
+    text = document
+    # Escaped backslashes first, then escaped quotes: the quotes left are the strings' own.
+    for escape in (b"\\\\", b'\\"'):
+        if escape in text:
+            text = text.replace(escape, b"")
+    codes = np.frombuffer(text.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    level = deepest = 0
+    in_string = 0
+    for start in range(0, codes.size, _DEPTH_CHUNK):  # in slices: bounded temporary arrays
+        part = codes[start : start + _DEPTH_CHUNK]
+        quotes = np.cumsum(part == ord('"'), dtype=np.int32)
+        steps = np.where((quotes & 1) == in_string, _LEVEL_STEP[part], 0)
+        levels = np.cumsum(steps, dtype=np.int32) + level
+        deepest = max(deepest, int(levels.max()))
+        level = int(levels[-1])
+        in_string ^= int(quotes[-1]) & 1
+    return deepest
 
 
 def body_limit(service: PredictionService) -> int:

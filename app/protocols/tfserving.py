@@ -14,12 +14,14 @@ names order), `label`, and for models with a pet head `pet_score` and `is_cat_or
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import time
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +33,7 @@ from app.protocols.common import (
     answer,
     as_uint8_tensor,
     body_limit,
-    check_json_values,
+    check_json_structure,
     predict_encoded,
     probabilities_matrix,
     read_body,
@@ -284,7 +286,25 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     _check(name, version)
     service = ready_service(request)
     body = await read_body(request, body_limit(service))
-    check_json_values(body)
+    # Parsing and decoding a big body take a while: in a worker thread. json.loads holds the GIL while
+    # it runs, so it is check_json_structure's bound that keeps the event loop responsive.
+    row, images = await asyncio.to_thread(_decode, body, service.settings.max_batch_files)
+    if isinstance(images, np.ndarray):
+        result = await service.predict_arrays(images, started)
+    else:
+        result = await predict_encoded(service, images, started, "instances")
+    return _answer(service, result, row)
+
+
+def _max_objects(limit: int) -> int:
+    """Objects in a request of `limit` images: `{"image_bytes": {"b64": ...}}` is two per image, then
+    the request and the columnar format's `{input name: images}`. Room to spare."""
+    return 2 * limit + 16
+
+
+def _decode(body: bytearray, limit: int) -> tuple[bool, list[bytes] | np.ndarray]:
+    """Whether the request is in the row format, and its images: encoded, or a pixel tensor."""
+    check_json_structure(body, _max_objects(limit), limit)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -305,11 +325,17 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
         values = document["instances"]
         if not isinstance(values, list):
             raise ProtocolError(400, "'instances' must be a list, one entry per image")
+        _check_count(values, limit)
         values = [_unwrap_named(value, f"instances[{index}]") for index, value in enumerate(values)]
     else:
         values = _columnar_images(document["inputs"])
-    result = await _classify(service, values, started)
-    return _answer(service, result, row)
+        _check_count(values, limit)
+    return row, _images(values)
+
+
+def _check_count(values: list[Any], limit: int) -> None:
+    if len(values) > limit:
+        raise ProtocolError(413, f"{len(values)} images sent, over the limit of {limit}")
 
 
 def _unwrap_named(value: Any, where: str) -> Any:
@@ -344,14 +370,12 @@ def _depth(value: Any) -> int:
     return depth
 
 
-async def _classify(service: PredictionService, values: list[Any], started: float) -> BatchPredictionResponse:
+def _images(values: list[Any]) -> list[bytes] | np.ndarray:
     if not values:
         raise ProtocolError(400, "no images: 'instances' or 'inputs' is empty")
     encoded = [isinstance(value, dict) for value in values]
     if all(encoded):
-        return await predict_encoded(
-            service, [_b64(value, index) for index, value in enumerate(values)], started, "instances"
-        )
+        return [_b64(value, index) for index, value in enumerate(values)]
     if any(encoded):
         raise ProtocolError(400, 'mixed instances: send either encoded images ({"b64": ...}) or pixel arrays')
     if any(isinstance(value, str) for value in values):
@@ -363,7 +387,7 @@ async def _classify(service: PredictionService, values: list[Any], started: floa
             "pixel instances must each be [height][width][3] and all the same size, "
             f"got shape {list(pixels.shape)}",
         )
-    return await service.predict_arrays(pixels, started)
+    return pixels
 
 
 def _b64(value: dict[str, Any], index: int) -> bytes:

@@ -19,12 +19,15 @@ outputs' bytes in order, as tritonclient expects.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import math
 import struct
 import time
+from collections.abc import Iterator
+from itertools import islice
 from typing import Annotated, Any
 
 import numpy as np
@@ -40,7 +43,7 @@ from app.protocols.common import (
     answer,
     as_uint8_tensor,
     body_limit,
-    check_json_values,
+    check_json_structure,
     check_model,
     inline_schema,
     predict_encoded,
@@ -57,6 +60,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BYTES_INPUT = "image"
 PIXELS_INPUT = "pixels"
 EXTENSIONS = ["binary_tensor_data"]
+# A valid request holds at most 12 objects: the request and its parameters, the input and its
+# parameters, four outputs and theirs. Room to spare for clients' own parameters.
+MAX_JSON_OBJECTS = 64
 
 # --- the protocol's JSON objects (for validation and the OpenAPI document) -----------------------
 
@@ -346,8 +352,25 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     service = ready_service(request)
     check_model(name, version, service.model.version, "model")
     body = await read_body(request, body_limit(service))
-    header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
-    check_json_values(header)
+    # Parsing and splitting a big body take a while: in a worker thread. The JSON parsers hold the GIL
+    # while they run, so it is check_json_structure's bound that keeps the event loop responsive.
+    document, wanted, tensor = await asyncio.to_thread(
+        _decode, body, request.headers.get(HEADER_LENGTH), service
+    )
+    if isinstance(tensor, np.ndarray):
+        result = await service.predict_arrays(tensor, started)
+    else:
+        result = await predict_encoded(service, tensor, started, BYTES_INPUT)
+    return _response(document, service, result, wanted)
+
+
+def _decode(
+    body: bytearray, header_length: str | None, service: PredictionService
+) -> tuple[InferRequest, list[tuple[str, bool]], list[bytes] | np.ndarray]:
+    """The request, the outputs it wants, and its input: encoded images or a pixel tensor."""
+    limit = service.settings.max_batch_files
+    header, binary = _split_body(body, header_length)
+    check_json_structure(header, MAX_JSON_OBJECTS, limit)
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as exc:
@@ -363,23 +386,20 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     tensor = document.inputs[0]
     raw = _binary_part(tensor, binary)
     if tensor.name == BYTES_INPUT:
-        images = _bytes_elements(tensor, raw)
-        result = await predict_encoded(service, images, started, BYTES_INPUT)
-    elif tensor.name == PIXELS_INPUT:
-        pixels = _pixels(tensor, raw)
-        result = await service.predict_arrays(pixels, started)
-    else:
-        raise ProtocolError(
-            400,
-            f"unknown input '{tensor.name}': this model takes '{BYTES_INPUT}' (BYTES, encoded images) "
-            f"or '{PIXELS_INPUT}' (UINT8 [N, H, W, 3])",
-        )
-    return _response(document, service, result, wanted)
+        return document, wanted, _bytes_elements(tensor, raw, limit)
+    if tensor.name == PIXELS_INPUT:
+        return document, wanted, _pixels(tensor, raw)
+    raise ProtocolError(
+        400,
+        f"unknown input '{tensor.name}': this model takes '{BYTES_INPUT}' (BYTES, encoded images) "
+        f"or '{PIXELS_INPUT}' (UINT8 [N, H, W, 3])",
+    )
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def _split_body(body: bytearray, header_length: str | None) -> tuple[bytes | bytearray, memoryview]:
+    """The JSON header and the binary data after it (a view: the tensors are not copied)."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     try:
         length = int(header_length)
     except ValueError:
@@ -388,7 +408,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         raise ProtocolError(
             400, f"{HEADER_LENGTH} is '{header_length}': expected 0..{len(body)} (the body's length)"
         )
-    return body[:length], body[length:]
+    view = memoryview(body)
+    return bytes(view[:length]), view[length:]
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -401,7 +422,7 @@ def _expected_size(tensor: RequestInput) -> int:
     return math.prod(tensor.shape)
 
 
-def _binary_part(tensor: RequestInput, binary: bytes) -> bytes | None:
+def _binary_part(tensor: RequestInput, binary: memoryview) -> memoryview | None:
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is None:
         if binary:
@@ -420,41 +441,54 @@ def _binary_part(tensor: RequestInput, binary: bytes) -> bytes | None:
     return binary
 
 
-def _flatten(values: JsonValue) -> list[Any]:
+def _leaves(values: JsonValue) -> Iterator[JsonValue]:
     if isinstance(values, list):
-        return [item for value in values for item in _flatten(value)]
-    return [values]
+        for value in values:
+            yield from _leaves(value)
+    else:
+        yield values
 
 
-def _bytes_elements(tensor: RequestInput, raw: bytes | None) -> list[bytes]:
+def _bytes_elements(tensor: RequestInput, raw: memoryview | None, limit: int) -> list[bytes]:
     if tensor.datatype != "BYTES":
         raise ProtocolError(
             400, f"input '{BYTES_INPUT}' must be BYTES (encoded images), not {tensor.datatype}"
         )
+    # The shape says how many images: too many is refused before the data is split, and the split
+    # stops one element past the shape, however many tiny elements the data holds.
+    expected = _expected_size(tensor)
+    if expected > limit:
+        raise ProtocolError(413, f"{expected} images sent, over the limit of {limit}")
     if raw is not None:
-        elements = _deserialize_bytes(raw)
-    else:
-        elements = []
-        for index, value in enumerate(_flatten(tensor.data)):
-            if not isinstance(value, str):
-                raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} must be a base64 string")
-            try:
-                elements.append(base64.b64decode(value, validate=True))
-            except (binascii.Error, ValueError) as exc:
-                raise ProtocolError(
-                    400, f"input '{BYTES_INPUT}' element {index} is not valid base64: {exc}"
-                ) from exc
-    if len(elements) != _expected_size(tensor):
-        raise ProtocolError(
-            400, f"input '{BYTES_INPUT}' has shape {tensor.shape} but holds {len(elements)} elements"
-        )
-    return elements
+        elements = _deserialize_bytes(raw, expected + 1)
+        _check_count(tensor, len(elements), expected)
+        return elements
+    values = list(islice(_leaves(tensor.data), expected + 1))
+    _check_count(tensor, len(values), expected)
+    return [_base64_element(value, index) for index, value in enumerate(values)]
 
 
-def _deserialize_bytes(raw: bytes) -> list[bytes]:
-    """Triton's BYTES serialization: each element a 4-byte little-endian length, then its bytes."""
-    elements, offset = [], 0
-    while offset < len(raw):
+def _check_count(tensor: RequestInput, count: int, expected: int) -> None:
+    if count != expected:
+        holds = f"more than {expected}" if count > expected else str(count)
+        raise ProtocolError(400, f"input '{BYTES_INPUT}' has shape {tensor.shape} but holds {holds} elements")
+
+
+def _base64_element(value: JsonValue, index: int) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} is not valid base64: {exc}") from exc
+
+
+def _deserialize_bytes(raw: memoryview, max_elements: int) -> list[bytes]:
+    """Triton's BYTES serialization: each element a 4-byte little-endian length, then its bytes. At
+    most `max_elements` of them."""
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(raw) and len(elements) < max_elements:
         if offset + 4 > len(raw):
             raise ProtocolError(400, "BYTES binary data is truncated inside an element's length")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -463,12 +497,12 @@ def _deserialize_bytes(raw: bytes) -> list[bytes]:
             raise ProtocolError(
                 400, f"BYTES binary data is truncated: an element of {length} bytes does not fit"
             )
-        elements.append(raw[offset : offset + length])
+        elements.append(bytes(raw[offset : offset + length]))
         offset += length
     return elements
 
 
-def _pixels(tensor: RequestInput, raw: bytes | None) -> np.ndarray:
+def _pixels(tensor: RequestInput, raw: memoryview | None) -> np.ndarray:
     if tensor.datatype != "UINT8":
         raise ProtocolError(400, f"input '{PIXELS_INPUT}' must be UINT8, not {tensor.datatype}")
     if len(tensor.shape) != 4 or tensor.shape[3] != 3 or 0 in tensor.shape:
