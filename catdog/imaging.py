@@ -4,15 +4,26 @@ This module is the single image pipeline of the project: the training module loa
 through `load_model_input` too, so a photo is decoded, oriented, converted and resized the same
 way when the model learns from it and when the service classifies it. Only numpy and Pillow are
 imported here, so training does not pull in the web stack.
+
+Before Pillow parses anything, `check_structure` walks the file's container (JPEG marker segments,
+PNG chunks, GIF blocks, the TIFF directory, a BMP's RLE stream) with cheap reads and refuses a file
+whose structure would make Pillow's Python-level parsing, or libjpeg's scan loop, take seconds of CPU;
+`decode_cost` then estimates from the header the memory that decoding will take, so the service can
+admit it against its decode budget before a single pixel is decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from catdog import image_structure
 
 # Formats we accept. Pillow knows many more (EPS shells out to Ghostscript, for one); a classifier
 # for photos has no business parsing those, so they are rejected before any plugin touches the data.
@@ -66,6 +77,16 @@ class ImageTooLargeError(ImageDecodeError):
         self.max_pixels = max_pixels
 
 
+class ImageTooComplexError(UndecodableImageError):
+    """The file's structure is over a bound on the work of parsing it (thousands of metadata segments,
+    chunks, scans or strips): no camera or editor writes such a file, and Pillow would spend seconds to
+    minutes of CPU on it. `limit` is the bound that was passed."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class ImageOverBudgetError(ImageTooLargeError):
     """Decoding the image would take more memory than the decode budget allows."""
 
@@ -82,19 +103,53 @@ class ImageOverBudgetError(ImageTooLargeError):
         self.budget_bytes = budget_bytes
 
 
-# Bytes per pixel of each mode Pillow decodes into.
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I": 4, "F": 4, "RGB": 3, "RGBA": 4}
-# Bytes per pixel of the full-size copies `to_rgb` makes on the way to RGB (before the resize).
-_CONVERT_BYTES = {"RGB": 0, "RGBA": 4 + 4 + 3, "LA": 4 + 4 + 4 + 3, "La": 4 + 4 + 4 + 3, "PA": 4 + 4 + 4 + 3}
-_HIGH_DEPTH = ("I", "F")  # mode prefixes: I, I;16, I;16B, I;16L, I;16N, F
-_EXIF_ORIENTATION = 0x0112
+# --- decode memory ----------------------------------------------------------------------------------
+#
+# The bytes per pixel below account for the peaks benchmarks/decode_memory.py measures (every format
+# and mode, ~20 MP each, RSS of a fresh process); tests/test_imaging.py holds decode_cost to them.
 
 
 def mode_bytes(mode: str) -> int:
-    """Bytes per pixel of a decoded image of `mode` (Pillow's own storage)."""
+    """Bytes per pixel Pillow stores `mode` in: 1 for 1, L and P, 2 for I;16*, 4 for everything else
+    (RGB is stored as RGBX; LA and PA take 4 too)."""
+    if mode in ("1", "L", "P"):
+        return 1
     if mode.startswith("I;16"):
         return 2
-    return _MODE_BYTES.get(mode, 4)
+    return 4
+
+
+# Bytes per pixel of the full-size copies `to_rgb` makes on the way to RGB, all alive at its peak:
+# RGBA: white background, composite, RGB; LA, La, PA (and P with transparency): an RGBA copy first.
+_CONVERT_BYTES = {"RGB": 0, "RGBA": 4 + 4 + 4, **dict.fromkeys(("LA", "La", "PA", "RGBa"), 4 + 4 + 4 + 4)}
+# Extra bytes per pixel while a format's decoder runs, on top of the decoded frame: libwebp's
+# animation decoder (used for every WebP) holds two RGBA canvases and hands over a copy of one;
+# Pillow's Python RLE decoder for BMP grows a bytearray of the pixels, then copies it.
+_LOAD_BYTES = {"WEBP": 4 + 4 + 4, "BMP RLE": 3}
+# ...and those still held once the frame is decoded: the WebP canvases live as long as the image.
+_HELD_BYTES = {"WEBP": 4 + 4}
+# Fixed cost of any decode: decoder state and read buffers, Pillow's and numpy's small images.
+_DECODE_OVERHEAD = 2 * 1024 * 1024
+# On top of the whole estimate: the measured peaks sit within 1% of the model above at 40 MP.
+_MARGIN = 1.05
+_HIGH_DEPTH = ("I", "F")  # mode prefixes: I, I;16, I;16B, I;16L, I;16N, F
+_EXIF_ORIENTATION = 0x0112
+_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG followed by more pictures; the first is decoded
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What probe_image learnt from the bytes that decode_cost needs and Pillow does not keep."""
+
+    full_size: tuple[int, int]  # before JPEG draft scaling
+    target: tuple[int, int] | None  # the model input (`draft_size`)
+    data_bytes: int
+    late_exif: bool  # a PNG with Exif or XMP that Pillow reads only while decoding
+
+
+def _probe_of(image: Image.Image) -> _Probe:
+    probe = getattr(image, "_catdog_probe", None)
+    return probe if isinstance(probe, _Probe) else _Probe(image.size, None, 0, False)
 
 
 def _is_high_depth(mode: str) -> bool:
@@ -103,33 +158,70 @@ def _is_high_depth(mode: str) -> bool:
 
 def decode_cost(image: Image.Image) -> int:
     """Peak bytes of turning an opened (not yet loaded) image into the model input, estimated from its
-    header: the decoded frame in its own mode (after JPEG draft scaling), the full-size copies the
-    conversion to RGB makes, and a progressive JPEG's coefficient buffer, which libjpeg holds at full
-    size whatever the draft scale. High-bit-depth and float images are resized in their own mode before
-    anything else, so they cost their decoded frame and nothing more.
+    header, never by decoding. The larger of two phases:
+
+    - decoding: the frame in its own mode (after JPEG draft scaling), plus what the decoder holds
+      meanwhile: a progressive JPEG's coefficients at full size whatever the draft scale, libwebp's
+      canvases, the Python RLE decoder's buffers;
+    - converting: the frame, what the decoder still holds, the EXIF rotation's copy, the full-size
+      copies `to_rgb` makes (none for high-bit-depth and float images, resized in their own mode
+      first), and the resize's intermediate image and filter weights (probe_image's `draft_size`
+      is the model input).
     """
+    probe = _probe_of(image)
     width, height = image.size
     mode = image.mode
-    per_pixel = mode_bytes(mode)
-    if not _is_high_depth(mode):
-        converted = mode
-        if mode == "P":
-            converted = "PA" if "transparency" in image.info else "P"
-        per_pixel += _CONVERT_BYTES.get(converted, 3)
-        if _orientation(image) not in (None, 1):
-            per_pixel += mode_bytes(mode)  # exif_transpose copies the frame
-    cost = width * height * per_pixel
-    if image.format == "JPEG" and (image.info.get("progressive") or image.info.get("progression")):
-        full_w, full_h = getattr(image, "_catdog_full_size", image.size)
+    fmt = image.format or ""
+    if fmt == "BMP" and image.info.get("compression") in (1, 2):
+        fmt = "BMP RLE"
+    frame = mode_bytes(mode)
+    pixels = width * height
+    held = probe.data_bytes if fmt == "WEBP" else 0  # libwebp's own copy of the file
+    load = held + pixels * (frame + _LOAD_BYTES.get(fmt, 0))
+    if fmt in _JPEG_FORMATS and (image.info.get("progressive") or image.info.get("progression")):
+        full_w, full_h = probe.full_size
         layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * 3
         max_h = max(layer[1] for layer in layers)
         max_v = max(layer[2] for layer in layers)
         samples = sum(layer[1] * layer[2] for layer in layers) / (max_h * max_v)
-        cost += int(full_w * full_h * samples * 2)  # 16-bit DCT coefficients per sample
-    return cost
+        load += int(full_w * full_h * samples * 2)  # 16-bit DCT coefficients per sample
+    per_pixel = frame + _HELD_BYTES.get(fmt, 0)
+    resize_bytes = frame
+    if not _is_high_depth(mode):
+        converted = mode
+        if mode == "P":
+            converted = "PA" if "transparency" in image.info else "P"
+        per_pixel += _CONVERT_BYTES.get(converted, 4)
+        resize_bytes = 4
+    frame_w, frame_h = width, height
+    if _may_rotate(image, probe):
+        per_pixel += frame  # the transposed copy of the frame
+        frame_w = frame_h = max(width, height)
+    # Pillow resizes in two passes, the one that leaves the smaller intermediate image first; its
+    # filter weights take ~24 bytes per source row and column.
+    resize = 0
+    if probe.target is not None:
+        target_w, target_h = probe.target
+        resize = min(target_w * frame_h, frame_w * target_h) * resize_bytes + 24 * (width + height)
+        resize += target_w * target_h * (4 + 3)  # the resized RGB image and the model input array
+    convert = held + pixels * per_pixel + resize
+    return int((_DECODE_OVERHEAD + max(load, convert)) * _MARGIN)
+
+
+def _may_rotate(image: Image.Image, probe: _Probe) -> bool:
+    """Whether the EXIF orientation (read without decoding) asks for a rotation or flip. Pillow's PNG
+    plugin decodes the whole image to look for an eXIf chunk after the pixels: a PNG whose header has
+    no Exif counts as rotated when probe_image saw Exif or XMP anywhere in the file."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return probe.late_exif
+    return _orientation(image) not in (None, 1)
 
 
 def _orientation(image: Image.Image) -> int | None:
+    exif = image.info.get("exif")
+    if isinstance(exif, bytes):
+        with _structure_bounds():
+            image_structure.check_ifd(exif, image.format or "image")
     try:
         value = image.getexif().get(_EXIF_ORIENTATION)
     except Exception:
@@ -137,16 +229,31 @@ def _orientation(image: Image.Image) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def probe_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Open `data` and read its header only: format allow-list, size, pixel limit; nothing is decoded.
+@contextlib.contextmanager
+def _structure_bounds() -> Iterator[None]:
+    try:
+        yield
+    except image_structure.StructureBoundError as exc:
+        raise ImageTooComplexError(str(exc), exc.limit) from exc
 
-    `draft_size` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while it decodes, never below
-    that size: a 48-megapixel photo destined for a 224x224 input is decoded at 1/8 scale. The pixel
-    limit applies to what will actually be decoded, so such a photo passes while a PNG, TIFF or GIF
-    of the same size (which has no cheap reduced decode) is refused here.
+
+def probe_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Open `data` and read its header only: structure bounds (catdog/image_structure.py), format
+    allow-list, size, pixel limit, then a JPEG's scan count; nothing is decoded.
+
+    `draft_size` (the model input) lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while it
+    decodes, never below that size: a 48-megapixel photo destined for a 224x224 input is decoded at
+    1/8 scale. The pixel limit applies to what will actually be decoded, so such a photo passes while
+    a PNG, TIFF or GIF of the same size (which has no cheap reduced decode) is refused here.
     """
     if not data:
         raise EmptyImageError("the uploaded image is empty (0 bytes)")
+    with _structure_bounds():
+        first_scan = image_structure.check_structure(data)
+    canvas = image_structure.webp_canvas_size(data)
+    if canvas is not None and canvas[0] * canvas[1] > max_pixels:
+        # libwebp allocates its canvases when Pillow opens the file: refuse before that.
+        raise ImageTooLargeError(canvas[0], canvas[1], max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -161,8 +268,16 @@ def probe_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise UndecodableImageError(f"the image has an invalid size {width}x{height}")
-    if draft_size is not None and image.format == "JPEG":
-        image._catdog_full_size = image.size  # type: ignore[attr-defined]
+    exif = image.info.get("exif")
+    if isinstance(exif, bytes):
+        with _structure_bounds():  # parsed later, by decode_cost's orientation
+            image_structure.check_ifd(exif, image.format or "image")
+    late_exif = image.format == "PNG" and any(
+        marker in data for marker in (b"eXIf", b"XML:com.adobe.xmp", b"Raw profile type exif")
+    )
+    probe = _Probe(image.size, draft_size, len(data), late_exif)
+    image._catdog_probe = probe  # type: ignore[attr-defined]
+    if draft_size is not None and image.format in _JPEG_FORMATS:
         try:
             image.draft(image.mode, draft_size)
         except (OSError, ValueError) as exc:
@@ -170,6 +285,9 @@ def probe_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None
         width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(width, height, max_pixels)
+    if first_scan is not None and image.format in _JPEG_FORMATS:
+        with _structure_bounds():
+            image_structure.check_scans(data, first_scan, probe.full_size[0] * probe.full_size[1])
     return image
 
 
@@ -197,12 +315,14 @@ def open_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None 
 
 
 def apply_exif_orientation(image: Image.Image) -> Image.Image:
-    """Rotate/flip as the camera's EXIF orientation tag says, so a portrait photo stands upright."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        # A malformed EXIF block must not make a good picture unreadable; use the pixels as stored.
-        return image
+    """Rotate/flip as the camera's EXIF orientation tag says, so a portrait photo stands upright.
+
+    The image itself when it needs neither: unlike `ImageOps.exif_transpose`, no full-size copy, and
+    no rewriting of the Exif block (which re-encodes every tag in Python). A malformed EXIF block
+    counts as no orientation: it must not make a good picture unreadable.
+    """
+    transpose = _TRANSPOSE_FOR_ORIENTATION.get(_orientation(image) or 1)
+    return image if transpose is None else image.transpose(transpose)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -214,10 +334,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _high_depth_scale(image: Image.Image) -> float:

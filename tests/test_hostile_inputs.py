@@ -1,10 +1,13 @@
 """Hostile and heavy images through the API: the decode budget in bytes, JPEG draft mode before the
-pixel limit, bombs refused before decoding, and the contract details (HEAD, multipart framing)."""
+pixel limit, bombs refused before decoding (pixel bombs, and CPU bombs in a file's structure), and
+the contract details (HEAD, multipart framing)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import struct
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -13,7 +16,23 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.admission import DecodeBudget
-from tests.images import BLUE, encode, red_png
+from catdog import image_structure as bounds
+from catdog import imaging
+from catdog.imaging import ImageTooComplexError, ImageTooLargeError, load_model_input
+from tests.images import (
+    BLUE,
+    bmp_rle,
+    encode,
+    exif_segments_jpeg,
+    gif_with_blocks,
+    jpeg_segment,
+    jpeg_with,
+    png_chunk,
+    png_with_chunks,
+    progressive_jpeg_with_scans,
+    red_png,
+    tiff_with_strips,
+)
 from tests.test_api import assert_error
 
 MiB = 1024 * 1024
@@ -186,3 +205,121 @@ def test_decode_budget_try_take_never_waits_and_never_overtakes() -> None:
         assert budget.used == 0
 
     asyncio.run(scenario())
+
+
+# --- CPU bombs in the file's structure: refused before Pillow parses them ------------------------------
+
+
+def test_exif_segment_bomb_is_refused_before_pillow_opens_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 MB of 18-byte Exif APP1 segments: Pillow joins them with `bytes +=` while opening the file
+    (4 MiB of them: 5.3 s of CPU, 10 MB: minutes; benchmarks/hostile.py). The segment walk refuses it
+    at the fifth, before Pillow sees a byte."""
+    bomb = exif_segments_jpeg(10 * MiB - 4096)  # just under the upload limit
+    with monkeypatch.context() as patched:
+        patched.setattr(imaging.Image, "open", _must_not_be_called)
+        with pytest.raises(ImageTooComplexError, match="more than 4 Exif segments"):
+            load_model_input(bomb, 336, 40_000_000)
+    body = assert_error(post_image(client, bomb, "image/jpeg"), 400, "undecodable_image")
+    assert "more than 4 Exif segments" in body["error"]["message"]
+
+
+def _exif_with_entries(entries: int) -> bytes:
+    """A big-endian Exif block whose IFD0 has `entries` entries, the first the orientation."""
+    rows = [struct.pack(">HHIHH", 0x0112, 3, 1, 1, 0)]
+    rows += [struct.pack(">HHIHH", 0xF000 + index, 3, 1, 1, 0) for index in range(entries - 1)]
+    return b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", entries) + b"".join(rows) + b"\x00" * 4
+
+
+def _over_the_bounds() -> dict[str, bytes]:
+    """Name -> a small file just over one structure bound."""
+    exif = jpeg_segment(0xE1, b"Exif\x00\x00" + _exif_with_entries(2))
+    png_exif = png_chunk(b"eXIf", _exif_with_entries(bounds.IFD_MAX_ENTRIES + 1))
+    return {
+        "jpeg segments": jpeg_with(jpeg_segment(0xE5, b"") * bounds.JPEG_MAX_SEGMENTS),
+        "jpeg exif segments": jpeg_with(exif * (bounds.JPEG_MAX_EXIF_SEGMENTS + 1)),
+        "jpeg exif entries": jpeg_with(
+            jpeg_segment(0xE1, b"Exif\x00\x00" + _exif_with_entries(bounds.IFD_MAX_ENTRIES + 1))
+        ),
+        "jpeg metadata bytes": jpeg_with(
+            jpeg_segment(0xE2, b"\x00" * 65_000) * (bounds.JPEG_MAX_METADATA_BYTES // 65_000 + 1)
+        ),
+        "jpeg fill bytes": jpeg_with(
+            jpeg_segment(0xFE, b"x") + b"\xff" * (bounds.JPEG_MAX_SKIPPED_BYTES + 1)
+        ),
+        "jpeg stray bytes": jpeg_with(
+            jpeg_segment(0xFE, b"x") + b"\x00" * (bounds.JPEG_MAX_SKIPPED_BYTES + 1)
+        ),
+        "jpeg scans": progressive_jpeg_with_scans(bounds.JPEG_MAX_SCANS + 1),
+        "png chunks": png_with_chunks(png_chunk(b"prVt", b"") * bounds.PNG_MAX_CHUNKS, after_pixels=True),
+        "png compressed chunks": png_with_chunks(
+            png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"v")) * (bounds.PNG_MAX_COMPRESSED_CHUNKS + 1)
+        ),
+        "png exif entries": png_with_chunks(png_exif),
+        "gif blocks": gif_with_blocks(b"!\x01" + b"\x01a" * bounds.GIF_MAX_BLOCKS + b"\x00"),
+        "gif stray bytes": gif_with_blocks(b"\x00" * (bounds.GIF_MAX_BLOCKS + 1)),
+        "tiff strips": tiff_with_strips(bounds.TIFF_MAX_STRIPS + 1),
+        "bmp rle pixels": bmp_rle(bounds.BMP_RLE_MAX_PIXELS + 1, 1, body=b"\x00\x01"),
+        "bmp rle bytes": bmp_rle(1000, 1000, body=b"\x00\x00" * (bounds.BMP_RLE_MAX_BYTES // 2 + 1)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_over_the_bounds()))
+def test_files_over_a_structure_bound_are_refused_before_pillow_parses_them(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _over_the_bounds()[name]
+    if name != "jpeg scans":  # Pillow reads no scan when it opens a JPEG: counted after the pixel limit
+        monkeypatch.setattr(imaging.Image, "open", _must_not_be_called)
+    with pytest.raises(ImageTooComplexError, match=r"more than|over the limit") as info:
+        load_model_input(data, 32, 40_000_000)
+    assert str(info.value.limit) in str(info.value)
+
+
+def _must_not_be_called(*args: object, **kwargs: object) -> None:
+    raise AssertionError("Pillow parsed a file over a structure bound")
+
+
+def test_files_at_the_structure_bounds_are_decoded() -> None:
+    at_the_bounds = [
+        jpeg_with(jpeg_segment(0xE5, b"") * (bounds.JPEG_MAX_SEGMENTS - 20)),
+        jpeg_with(jpeg_segment(0xE1, b"Exif\x00\x00" + _exif_with_entries(bounds.IFD_MAX_ENTRIES))),
+        jpeg_with(jpeg_segment(0xFE, b"x") + b"\xff" * 1000 + b"\x00" * 1000),
+        progressive_jpeg_with_scans(bounds.JPEG_MAX_SCANS),
+        png_with_chunks(
+            png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"v")) * bounds.PNG_MAX_COMPRESSED_CHUNKS
+        ),
+        gif_with_blocks(b"!\xfe" + b"\x01a" * 1000 + b"\x00" + b"\x00" * 1000),
+        tiff_with_strips(1000),
+        bmp_rle(1000, 1000, bits=4),
+    ]
+    for data in at_the_bounds:
+        assert load_model_input(data, 32, 40_000_000).shape == (32, 32, 3)
+
+
+def test_scans_are_bounded_by_their_product_with_the_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refinement scan walks every coefficient of the image: 36 MP, ~21 ms a scan."""
+    data = progressive_jpeg_with_scans(12, size=(200, 100))
+    monkeypatch.setattr(bounds, "JPEG_MAX_SCAN_PIXELS", 200 * 100 * 11)
+    with pytest.raises(ImageTooComplexError, match="12 scans, over the limit of 11"):
+        load_model_input(data, 32, 40_000_000)
+    monkeypatch.setattr(bounds, "JPEG_MAX_SCAN_PIXELS", 200 * 100 * 12)
+    assert load_model_input(data, 32, 40_000_000).shape == (32, 32, 3)
+
+
+def test_webp_canvas_is_checked_before_libwebp_allocates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow creates libwebp's decoder, which allocates two RGBA canvases, as it opens the file."""
+    data = bytearray(encode(Image.new("RGBA", (16, 16), (*BLUE, 128)), "WEBP", quality=50))
+    assert data[12:16] == b"VP8X"
+    data[24:30] = (16383 - 1).to_bytes(3, "little") * 2  # a 16383x16383 canvas: 2 x 1 GiB
+    monkeypatch.setattr(imaging.Image, "open", _must_not_be_called)
+    with pytest.raises(ImageTooLargeError, match="16383x16383"):
+        load_model_input(bytes(data), 32, 40_000_000)
+
+
+def test_structure_bombs_are_400s_naming_the_bound(client: TestClient) -> None:
+    bombs = [exif_segments_jpeg(4 * MiB), progressive_jpeg_with_scans(5000), tiff_with_strips(200_000)]
+    for data, bound in zip(bombs, ("Exif segments", "scans", "strips or tiles"), strict=True):
+        body = assert_error(post_image(client, data, "application/octet-stream"), 400, "undecodable_image")
+        assert bound in body["error"]["message"]
