@@ -23,7 +23,7 @@ from app.http_protocol import GuardedHttpProtocol
 from app.main import create_app
 from app.server import DrainingServer, make_server
 from app.settings import Settings
-from benchmarks.soak import png16
+from tests.images import red_png
 from tests.servers import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -156,36 +156,27 @@ def test_abandoned_upload_is_one_info_line_and_status_499(
 def test_work_for_a_client_that_left_is_abandoned(
     live: Callable[..., Live], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A client that sends its image and leaves while the image waits to be decoded frees its slot at
-    once (499), instead of having it decoded and inferred for nobody."""
-    server = live(max_in_flight=4)
+    """A client that sends its image and leaves while the image waits for the decode budget frees its
+    slot at once (499), instead of having it decoded and inferred for nobody once the budget frees."""
+    server = live()
     caplog.set_level(logging.INFO)
-    bomb = png16(4000)  # 16 bit, 32 MB decoded: a few tenths of a second of decoding each
-    files = [("files", (f"{i}.png", bomb, "image/png")) for i in range(24)]
-    busy: dict[str, int] = {}
-
-    def hold_the_decode_threads() -> None:
-        response = httpx.post(f"{server.url}/predict/batch", files=files, timeout=120)
-        busy["status"] = response.status_code
-
-    holder = threading.Thread(target=hold_the_decode_threads)
-    holder.start()
-    deadline = time.monotonic() + 30
-    while metric_lines(server.url, "catdog_decode_bytes_in_use") == ["catdog_decode_bytes_in_use 0.0"]:
-        assert time.monotonic() < deadline, "the batch never started decoding"
-        time.sleep(0.02)
-    # The whole body: the image queues behind the batch's for the decode budget (first come, first served).
-    sock = partial_upload(server.port, bomb, declared=len(bomb))
-    time.sleep(0.2)
-    sock.close()
-    while metric_lines(server.url, "catdog_requests_in_flight") != ["catdog_requests_in_flight 1.0"]:
-        assert time.monotonic() < deadline, metric_lines(server.url, "catdog_requests_in_flight")
-        time.sleep(0.02)
-    assert holder.is_alive(), (
-        "the request of the client that left stayed in flight until the batch ahead finished"
-    )
-    holder.join(timeout=120)
-    assert busy == {"status": 200}
+    service = server.server.config.app.state.service.require_ready()
+    budget = service.decode_budget
+    assert budget.try_take(budget.capacity)  # the whole budget, as a long decode would hold it
+    try:
+        image = red_png()
+        sock = partial_upload(server.port, image, declared=len(image))
+        deadline = time.monotonic() + 30
+        while not budget._waiters:  # its image is queued for the budget
+            assert time.monotonic() < deadline, "the upload never queued for the decode budget"
+            time.sleep(0.01)
+        sock.close()
+        while metric_lines(server.url, "catdog_requests_in_flight") != ["catdog_requests_in_flight 0.0"]:
+            assert time.monotonic() < deadline, "the request of the client that left stayed in flight"
+            time.sleep(0.02)
+        assert not budget._waiters
+    finally:
+        budget.release_from_thread(budget.capacity, service.batcher._worker.get_loop())
     abandoned = [r for r in caplog.records if "was abandoned" in r.getMessage()]
     assert len(abandoned) == 1 and abandoned[0].levelno == logging.INFO
     access = [r for r in caplog.records if r.name == "catdog.access" and getattr(r, "path", "") == "/predict"]
