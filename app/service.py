@@ -35,6 +35,7 @@ from app.model import ImageScores, ServedModel
 from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Timing
 from app.settings import Settings
 from app.uploads import Upload
+from catdog.cpus import process_cpus
 from catdog.imaging import (
     EmptyImageError,
     ImageDecodeError,
@@ -127,9 +128,17 @@ class PredictionService:
 
     async def predict_batch(self, uploads: list[Upload], started: float) -> BatchPredictionResponse:
         """All files or none: one bad file fails the request, and its details name every bad file."""
+        # One request's files decode at most (CPUs - 1) at a time: a batch of heavy images leaves a
+        # CPU to the other requests instead of queueing every decode thread behind its own files.
+        turns = asyncio.Semaphore(max(1, process_cpus().count - 1))
+
+        async def decode_in_turn(upload: Upload) -> _Decoded:
+            async with turns:
+                return await self._decode(upload)
+
         with self.batcher.announce(len(uploads)):
             outcomes = await asyncio.gather(
-                *(self._decode(upload) for upload in uploads), return_exceptions=True
+                *(decode_in_turn(upload) for upload in uploads), return_exceptions=True
             )
         images = [
             _image_or_raise(outcome).pixels for outcome in outcomes if not isinstance(outcome, APIError)

@@ -35,6 +35,7 @@ class Case:
     name: str
     what: str
     run: Callable[[str], list[str]]  # base URL -> what came back, one entry per request or connection
+    images: int = 1  # images a batch case sends: the CPU goal is per image
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -339,12 +340,12 @@ def cases() -> list[Case]:
         Case("garbage", "random-looking bytes as image/png", _upload(lambda: bytes(range(256)) * 64, "image/png")),
         Case("empty", "0 bytes", _upload(lambda: b"", "image/png")),
         Case("multipart_200k_parts", "200,000 tiny parts to /predict/batch", _post("/predict/batch", lambda: multipart(200_000), {"Content-Type": multipart_type()})),
-        Case("png16_batch_8", "eight 16-bit PNG bombs in one batch", _batch(png16, 8)),
+        Case("png16_batch_8", "eight 16-bit PNG bombs in one batch", _batch(png16, 8), 8),
         # Round 2: metadata CPU bombs, formats the estimate missed.
         Case("exif_segments_2mb", "2 MB of 16-byte Exif APP1 segments", _upload(lambda: exif_segments_jpeg(2 << 20), "image/jpeg")),
         Case("exif_segments_10mb", "10 MB of 16-byte Exif APP1 segments", _upload(lambda: exif_segments_jpeg(10 << 20), "image/jpeg")),
         Case("webp_lossless_40mp", "40 MP lossless WebP, ~2 KB", _upload(webp_lossless, "image/webp")),
-        Case("webp_lossless_batch_32", "32 of them in one batch", _batch(webp_lossless, 32)),
+        Case("webp_lossless_batch_32", "32 of them in one batch", _batch(webp_lossless, 32), 32),
         Case("gif_40mp", "40 MP GIF", _upload(gif_40mp, "image/gif")),
         Case("bmp_rle8_40mp", "40 MP BMP RLE8, 1 KB", _upload(bmp_rle8, "image/bmp")),
         Case("tiff_deflate_40mp", "40 MP deflate TIFF", _upload(tiff_deflate, "image/tiff")),
