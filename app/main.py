@@ -21,6 +21,8 @@ from app.protocols import tfserving, v2
 from app.routes import router
 from app.service import ServiceState
 from app.settings import Settings, get_settings
+from catdog.cpus import process_cpus
+from catdog.runtimes import log_tensorflow_device, runtime_thread_count
 from catdog.saved_model import ExportedModel, load_exported_model
 
 logger = logging.getLogger("catdog")
@@ -42,6 +44,8 @@ def load_model(settings: Settings) -> ExportedModel:
             "runtime_reason": exported.runtime_reason,
         },
     )
+    if exported.runtime == "tensorflow":
+        log_tensorflow_device()
     if settings.runtime == "auto" and exported.runtime == "tensorflow" and exported.metadata.derived:
         # Derived models exist but none could be used: say so louder than the info line above.
         logger.warning(
@@ -73,8 +77,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=state.metrics,
     )
     await batcher.start()
-    # Default size, min(32, CPUs + 4): decoding is CPU work, and the decode budget bounds its memory.
-    decode_pool = ThreadPoolExecutor(thread_name_prefix="catdog-decode")
+    # ThreadPoolExecutor's default size, min(32, CPUs + 4), but counting the CPUs of the container's
+    # quota, not the node's: decoding is CPU work, and the decode budget bounds its memory.
+    decode_threads = min(32, process_cpus().count + 4)
+    decode_pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="catdog-decode")
+    threads = runtime_thread_count()
     state.model, state.batcher, state.decode_pool = model, batcher, decode_pool
     logger.info(
         "ready",
@@ -86,6 +93,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "warm_up_seconds": round(warm_up_seconds, 3),
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
+            "runtime_threads": threads.count,
+            "runtime_threads_source": threads.source,
+            "decode_threads": decode_threads,
         },
     )
     try:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from catdog.runtimes import runtime_thread_count
+
 
 class Timing(BaseModel):
     decode_ms: float = Field(description="Reading and decoding the upload", examples=[3.2])
@@ -106,7 +108,26 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class Threads(BaseModel):
+    count: int = Field(description="Intra-op threads the model runtime uses", examples=[2])
+    source: str = Field(
+        description="Where the count comes from: CATDOG_RUNTIME_THREADS, the container's CPU quota "
+        "(cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`, rounded up) or, without "
+        "a lower quota, the CPUs the process may run on (`sched_getaffinity`)",
+        examples=["cgroup v2 cpu.max 200000/100000"],
+    )
+
+
+def _runtime_threads() -> Threads:
+    # Computed once per process (catdog.cpus.process_cpus), as the runtime was configured with it.
+    threads = runtime_thread_count()
+    return Threads(count=threads.count, source=threads.source)
+
+
 class Readiness(BaseModel):
+    # Always sent: required in the response schema although it has a default.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     status: str = Field(examples=["ready"])
     model_version: str
     # What runs the model, and in which precision (CATDOG_RUNTIME; README "Runtimes").
@@ -121,3 +142,4 @@ class Readiness(BaseModel):
         examples=["metadata.derived[litert-int8].ood_threshold"],
     )
     queue_depth: int
+    threads: Threads = Field(default_factory=_runtime_threads)

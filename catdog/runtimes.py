@@ -8,15 +8,16 @@ like the SavedModel's signature. The runtimes' packages are optional extras, imp
 runner is created: `pip install 'catdog[onnx]'`, `'catdog[openvino]'`, `'catdog[litert]'`.
 
 Threads: each runner uses `runtime_threads()` intra-op threads (CATDOG_RUNTIME_THREADS, else the
-CPUs this process may run on) and no inter-op parallelism (one graph at a time: the service runs
-one batch at a time). ONNX Runtime's worker threads do not spin while idle, so they do not steal the
-CPU from the event loop that decodes the next requests.
+container's CPU quota or the CPUs this process may run on: `catdog.cpus`) and no inter-op parallelism
+(one graph at a time: the service runs one batch at a time). ONNX Runtime's worker threads do not
+spin while idle, so they do not steal the CPU from the event loop that decodes the next requests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from catdog.contract import PET_SCORE, PROBABILITIES, SIGNATURE_INPUT, DerivedModel, ModelMetadata
+from catdog.cpus import CpuCount, process_cpus
 
 TENSORFLOW = "tensorflow"
 ONNXRUNTIME = "onnxruntime"
@@ -52,6 +54,8 @@ RUNTIME_EXTRAS = {
     LITERT: "catdog[litert]",
 }
 THREADS_ENV = "CATDOG_RUNTIME_THREADS"
+# tensorflow[and-cuda]'s cuDNN wheel: only a GPU install has it (requirements/gpu.lock, the GPU image).
+CUDA_WHEEL = "nvidia-cudnn-cu12"
 logger = logging.getLogger("catdog.runtimes")
 
 
@@ -72,8 +76,9 @@ def runtime_installed(runtime: str) -> bool:
     return importlib.util.find_spec(RUNTIME_MODULES[runtime]) is not None
 
 
-def runtime_threads() -> int:
-    """Intra-op threads for every runtime: CATDOG_RUNTIME_THREADS, else the CPUs we may run on."""
+def runtime_thread_count() -> CpuCount:
+    """Intra-op threads for every runtime and where the number comes from: CATDOG_RUNTIME_THREADS,
+    else the CPUs this process can keep busy (`catdog.cpus.process_cpus`: the CPU quota first)."""
     configured = os.environ.get(THREADS_ENV, "").strip()
     if configured:
         problem = f"{THREADS_ENV} must be a positive integer, got {configured!r}"
@@ -83,11 +88,34 @@ def runtime_threads() -> int:
             raise RuntimeUnavailableError(problem) from exc
         if value < 1:
             raise RuntimeUnavailableError(problem)
-        return value
+        return CpuCount(value, THREADS_ENV)
+    return process_cpus()
+
+
+def runtime_threads() -> int:
+    return runtime_thread_count().count
+
+
+def cuda_wheels_installed() -> bool:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        importlib.metadata.version(CUDA_WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def log_tensorflow_device() -> None:
+    """In a GPU install, say once which device TensorFlow runs on: without a GPU it still serves, on
+    the CPU, and the log says so. Call after TensorFlow has loaded a model (its devices are known)."""
+    if not cuda_wheels_installed():
+        return
+    import tensorflow as tf
+
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    if gpus:
+        logger.info("TensorFlow runs on the GPU", extra={"gpus": gpus})
+    else:
+        logger.warning("no GPU found: TensorFlow runs on the CPU")
 
 
 def file_sha256(path: Path) -> str:
