@@ -2,6 +2,7 @@
 #
 #   docker build --target cpu -t catdog:cpu .
 #   docker build --target gpu -t catdog:gpu .     # needs the NVIDIA container toolkit at run time
+#   scripts/build-gpu-image.sh                    # builds the GPU image, prints its size, checks it serves
 #   docker run --rm -p 8000:8000 catdog:cpu
 #
 # BASE_IMAGE defaults to the official python:3.11-slim-bookworm. Where no registry is reachable,
@@ -85,6 +86,7 @@ USER 10001:10001
 # ---------------------------------------------------------------------------------------------------
 # GPU image: tensorflow[and-cuda] brings the CUDA/cuDNN runtime as pip wheels (several GB); the host
 # needs only the NVIDIA driver and container toolkit (docker run --gpus all / compose profile "gpu").
+# Without a GPU it still serves, with TensorFlow on the CPU, and logs "no GPU found" once.
 FROM builder AS deps-gpu
 RUN install-lock /tmp/build/gpu.lock
 
