@@ -224,3 +224,31 @@ def test_the_served_model_tells_pets_from_everything_else(
             assert len(passed) <= most * len(photos), (
                 f"non-pets passed as pets (threshold {threshold}): {passed}"
             )
+
+
+def test_a_derived_threshold_keeps_the_rank_of_the_savedmodels() -> None:
+    """training/derive.py: a model scoring like the SavedModel gets its threshold back exactly (not a
+    value elsewhere between the same two fitted photos), and a shifted model a shifted threshold."""
+    from training.derive import own_threshold
+
+    scores = np.random.default_rng(0).uniform(0.3, 0.9, 3000)
+    threshold = float(np.quantile(scores, 0.0025))
+    assert own_threshold(scores, scores, threshold) == pytest.approx(threshold, abs=1e-12)
+    between = float(np.sort(scores)[7] * 0.3 + np.sort(scores)[8] * 0.7)  # not a quantile of 0.0025
+    assert own_threshold(scores, scores, between) == pytest.approx(between, abs=1e-12)
+    assert own_threshold(scores + 0.01, scores, threshold) == pytest.approx(threshold + 0.01, abs=1e-12)
+    assert own_threshold(scores + 0.01, scores, 0.1) == 0.1  # below every fitted photo: nothing to match
+
+
+def test_the_shipped_float_models_flag_at_the_savedmodels_threshold() -> None:
+    """The committed model's fp32 derived models score like TensorFlow (within 1e-5), so their pet
+    thresholds match TensorFlow's: the CPU image (LiteRT) and the GPU image (TensorFlow) flag the
+    same photos, not only the same fitted ones."""
+    from catdog.contract import read_metadata
+
+    metadata = read_metadata(DEFAULT_MODEL_DIR)
+    assert metadata.ood is not None
+    floats = [entry for entry in metadata.derived if entry.precision == "fp32" and entry.passed]
+    assert floats
+    for entry in floats:
+        assert entry.ood_threshold == pytest.approx(metadata.ood.threshold, abs=1e-4), entry.key

@@ -66,7 +66,6 @@ from catdog.saved_model import ExportedModel, ModelLoadError, load_exported_mode
 from training.data import load_dataset
 from training.errors import TrainingError
 from training.metrics import accuracy, log_loss
-from training.ood import threshold_of
 
 logger = logging.getLogger("catdog.training.derive")
 
@@ -401,12 +400,16 @@ def _training_setting(metadata: ModelMetadata, name: str, default: Any) -> Any:
     return (training.get("config") or {}).get(name, default)
 
 
-def _own_threshold(own: np.ndarray, reference: np.ndarray, reference_threshold: float) -> float:
-    """A derived model's pet-score threshold: the one that flags the same share of the fitted photos
-    among its own scores as the SavedModel's threshold does among the SavedModel's. For a model trained
-    here that is the training rule itself (the `ood_quantile` of the fitted photos' own scores)."""
-    share = float(np.mean(np.asarray(reference) < reference_threshold))
-    return threshold_of(own, share) if share > 0 else reference_threshold
+def own_threshold(own: np.ndarray, reference: np.ndarray, reference_threshold: float) -> float:
+    """A derived model's pet-score threshold: the value at the same rank among its own scores of the
+    fitted photos as the SavedModel's threshold has among the SavedModel's (linear interpolation both
+    ways). A model that scores like the SavedModel gets the SavedModel's threshold back exactly, so
+    the two flag the same photos everywhere, not only among the fitted ones."""
+    ranked = np.sort(np.asarray(reference, dtype=np.float64))
+    if not ranked[0] <= reference_threshold <= ranked[-1]:
+        return reference_threshold  # it flags all of the fitted photos or none: no rank to keep
+    rank = float(np.interp(reference_threshold, ranked, np.linspace(0.0, 1.0, len(ranked))))
+    return float(np.quantile(np.asarray(own, dtype=np.float64), rank))
 
 
 def _per_class(images: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
@@ -513,7 +516,7 @@ def derive(
                 candidate = _as_dict(ExportedModel(runner, metadata, model_dir))
                 if reference_threshold is not None:
                     own = _predict_all(candidate, fitted)[PET_SCORE]
-                    entry.ood_threshold = _own_threshold(own, reference_fitted, reference_threshold)
+                    entry.ood_threshold = own_threshold(own, reference_fitted, reference_threshold)
                 thresholds = None
                 if reference_threshold is not None and entry.ood_threshold is not None:
                     thresholds = (reference_threshold, entry.ood_threshold)
