@@ -86,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logger.info(
         "ready",
         extra={
+            "url": listening_url(settings.host, settings.port),
             "model_version": model.version,
             "runtime": model.runtime,
             "pet_threshold": model.pet_threshold,
@@ -106,6 +107,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         decode_pool.shutdown(wait=False, cancel_futures=True)
         state.decode_pool = None
         logger.info("stopped")
+
+
+def listening_url(host: str, port: int) -> str:
+    """The address the service listens on, as a URL (an IPv6 host in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def create_app(settings: Settings | None = None, model: ExportedModel | None = None) -> FastAPI:

@@ -52,6 +52,7 @@ def check_structured_logs(output: str) -> None:
     ready = [entry for entry in entries if entry.get("message") == "ready"]
     assert ready and ready[0].get("model_version"), "no 'ready' line naming the model"
     assert "pet_threshold" in ready[0], "the ready line says which pet threshold is in force"
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", ready[0].get("url", "")), "the ready line says where"
 
 
 @pytest.fixture(scope="module")
