@@ -77,9 +77,14 @@ class BatchResult(BaseModel):
 class Readiness(BaseModel):
     status: str
     model_version: str
-    # What runs the model, e.g. "litert-int8" (None from a server older than this field).
+    # What runs the model, e.g. "litert-fp32" (None from a server older than this field).
     runtime: str | None = None
+    # The pet_score threshold in force and where it comes from (None: the model has no pet_score).
+    pet_threshold: float | None = None
+    pet_threshold_source: str | None = None
     queue_depth: int
+    # The model runtime's threads and where the count comes from ({"count": 2, "source": "..."}).
+    threads: dict[str, Any] | None = None
 
 
 class CatdogError(Exception):
