@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     app.include_router(web.router)  # the page at GET /
     app.mount(web.ASSETS_URL, web.assets(), name="web")
     openapi.install_docs(app)
+    openapi.install_schema(app)
     # Added last = runs first. Outermost, every response gets a request id and an access log line;
     # then every request is counted and timed, a 413 from the size limit included.
     # Innermost: admission control and the body read deadline for POSTs (app/admission.py).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from app.errors import speaks_protocol
 from app.schemas import (
     BatchPredictionResponse,
     ErrorResponse,
@@ -164,6 +166,36 @@ METADATA: dict[str, Any] = {
     "responses": {200: {"model": ModelMetadata, "description": "metadata.json of the served model"}},
 }
 METRICS: dict[str, Any] = {"tags": ["operations"], "summary": "Prometheus metrics"}
+
+
+def install_schema(app: FastAPI) -> None:
+    """/openapi.json without the 422 `{"detail": ...}` FastAPI adds to every route with parameters, on
+    the protocol routes: their handlers read the body themselves and their path parameters are plain
+    strings, so they never send it (their errors are `{"error": "..."}`, documented per route)."""
+
+    generate = app.openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            for path, operations in document.get("paths", {}).items():
+                if speaks_protocol(path):
+                    for operation in operations.values():
+                        operation.get("responses", {}).pop("422", None)
+            _drop_unreferenced(document, ("HTTPValidationError", "ValidationError"))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
+
+
+def _drop_unreferenced(document: dict[str, Any], names: tuple[str, ...]) -> None:
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in names:
+        reference = f'"#/components/schemas/{name}"'
+        rest = {key: value for key, value in schemas.items() if key != name}
+        if name in schemas and reference not in json.dumps([document.get("paths"), rest]):
+            del schemas[name]
 
 
 def install_docs(app: FastAPI) -> None:

@@ -81,10 +81,12 @@ def test_health_server_and_model_metadata(client: triton.InferenceServerClient, 
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.is_model_ready(MODEL)
-    version = json.loads((tiny_model_dir / "metadata.json").read_text())["version"]
-    assert client.is_model_ready(MODEL, model_version=version)
+    # Versions are numbered, as on the TF Serving routes; the model's own version is in `parameters`.
+    model_version = json.loads((tiny_model_dir / "metadata.json").read_text())["version"]
+    assert client.is_model_ready(MODEL, model_version="1")
     assert not client.is_model_ready("resnet50")
     assert not client.is_model_ready(MODEL, model_version="999")
+    assert not client.is_model_ready(MODEL, model_version=model_version)
 
     server = client.get_server_metadata()
     assert server["name"] == MODEL
@@ -92,7 +94,8 @@ def test_health_server_and_model_metadata(client: triton.InferenceServerClient, 
 
     metadata = client.get_model_metadata(MODEL)
     assert metadata["name"] == MODEL
-    assert metadata["versions"] == [version]
+    assert metadata["versions"] == ["1"]
+    assert metadata["parameters"] == {"catdog_model_version": model_version}
     assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {
         ("image", "BYTES"),
         ("pixels", "UINT8"),
@@ -101,7 +104,7 @@ def test_health_server_and_model_metadata(client: triton.InferenceServerClient, 
         ("probabilities", "FP32", [-1, 2]),
         ("label", "BYTES", [-1]),
     ]
-    assert client.get_model_metadata(MODEL, model_version=version) == metadata
+    assert client.get_model_metadata(MODEL, model_version="1") == metadata
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("resnet50")
     assert caught.value.status() == "404"
@@ -154,13 +157,11 @@ def test_pixels_and_the_same_image_encoded_get_the_same_answer(client: triton.In
     np.testing.assert_allclose(by_pixels, by_bytes, atol=1e-6)
 
 
-def test_default_outputs_are_binary_and_versioned_path_works(
-    client: triton.InferenceServerClient, tiny_model_dir: Path
-) -> None:
-    version = json.loads((tiny_model_dir / "metadata.json").read_text())["version"]
+def test_default_outputs_are_binary_and_versioned_path_works(client: triton.InferenceServerClient) -> None:
     # No outputs named: tritonclient asks for every output in binary (binary_data_output).
-    result = client.infer(MODEL, [bytes_input([blue_jpeg()], True)], model_version=version)
+    result = client.infer(MODEL, [bytes_input([blue_jpeg()], True)], model_version="1")
     assert labels(result) == ["dog"]
+    assert result.get_response()["model_version"] == "1"
     assert [o["name"] for o in result.get_response()["outputs"]] == ["probabilities", "label"]
     with pytest.raises(InferenceServerException) as caught:
         client.infer(MODEL, [bytes_input([blue_jpeg()], True)], model_version="2")

@@ -19,6 +19,9 @@ from app.uploads import Upload, check_size
 
 # The name clients address the model by: /v2/models/catdog/infer, /v1/models/catdog:predict.
 MODEL_NAME = "catdog"
+# Both protocols number versions, as TF Serving and Triton do: the one loaded model is version 1
+# (its descriptive version is in /metadata, and V2 model metadata's `parameters`).
+MODEL_VERSION = "1"
 
 # A real 8x8 PNG in base64, for the documentation's request examples (Swagger UI's "Try it out"
 # and schemathesis send them as they are).
@@ -59,13 +62,13 @@ def ready_service(request: Request) -> PredictionService:
     return state.require_ready()
 
 
-def check_model(name: str, version: str | None, served_version: str, what: str) -> None:
+def check_model(name: str, version: str | None, what: str) -> None:
     """404 unless `name` (and `version`, when given) is the served model."""
     if name != MODEL_NAME:
         raise ProtocolError(404, f"{what} not found: '{name}' (this server serves '{MODEL_NAME}')")
-    if version is not None and version != served_version:
+    if version is not None and version != MODEL_VERSION:
         raise ProtocolError(
-            404, f"{what} not found: '{name}' version '{version}' (served version: '{served_version}')"
+            404, f"{what} not found: '{name}' version '{version}' (served version: '{MODEL_VERSION}')"
         )
 
 

@@ -2,6 +2,8 @@
 
 - `GET /v1/models/catdog[/versions/1]`: version status (`model_version_status`)
 - `GET /v1/models/catdog[/versions/1]/metadata`: the `serving_default` signature
+- `POST /v1/models/catdog[/versions/1]:classify|:regress`: 400, as TF Serving answers for a model
+  whose signature is not a classify or regress one
 - `POST /v1/models/catdog[/versions/1]:predict`: row format `{"instances": [...]}` answers
   `{"predictions": [...]}`, columnar `{"inputs": ...}` answers `{"outputs": {...}}`
 
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
     MODEL_NAME,
+    MODEL_VERSION,
     ProtocolError,
     answer,
     as_uint8_tensor,
@@ -44,15 +47,20 @@ from app.service import PredictionService, ServiceState
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
 
-VERSION = "1"
+VERSION = MODEL_VERSION
 SIGNATURE = "serving_default"
 BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
+PREDICT_METHOD = "tensorflow/serving/predict"
+# The type of GetModelMetadataResponse.metadata["signature_def"], a google.protobuf.Any.
+SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 # --- documentation -----------------------------------------------------------------------------------
 
 
-class ProtocolErrorBody(BaseModel):
+# Prefixed: generated clients name their classes after schema titles, which must differ from the
+# V2 front's.
+class TfServingError(BaseModel):
     error: str = Field(examples=["Servable not found for request: Latest(resnet)"])
 
 
@@ -105,23 +113,25 @@ class ModelStatusResponse(BaseModel):
     model_version_status: list[ModelVersionStatus]
 
 
-class ModelMetadataResponse(BaseModel):
+class TfServingModelMetadataResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_spec: dict[str, Any] = Field(
         examples=[{"name": MODEL_NAME, "signature_name": "", "version": VERSION}]
     )
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(
+        description="`signature_def`: a google.protobuf.Any holding a tensorflow.serving.SignatureDefMap"
+    )
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        400: "Malformed request: bad JSON, instances, base64 or image",
+        400: "Malformed request: bad path, JSON, instances, base64 or image",
         404: "No such model or version",
         413: "Too many images, or an image over the byte or pixel limit",
         415: "Unsupported Content-Encoding",
         503: "Model not ready, or the queue is full; see Retry-After",
     }
-    return {code: {"model": ProtocolErrorBody, "description": text[code]} for code in codes}
+    return {code: {"model": TfServingError, "description": text[code]} for code in codes}
 
 
 _PREDICT_BODY: dict[str, Any] = {
@@ -164,15 +174,18 @@ VersionParam = Annotated[
 # --- routes --------------------------------------------------------------------------------------------
 
 
-def _check(name: str, version: str | None) -> None:
-    """TF Serving's 404 for a model or version it does not serve."""
+def _check(request: Request, name: str, version: str | None) -> None:
+    """TF Serving's 400 for a path its routes do not parse (a model name holds no ':', a version is
+    a number), and its 404 for a model or version it does not serve."""
+    if ":" in name or (version is not None and not version.isdigit()):
+        raise ProtocolError(400, f"Malformed request: {request.method} {request.url.path}")
     if name != MODEL_NAME or (version is not None and version != VERSION):
         wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
         raise ProtocolError(404, f"Servable not found for request: {wanted}")
 
 
 async def _status(request: Request, name: str, version: str | None) -> Response:
-    _check(name, version)
+    _check(request, name, version)
     state: ServiceState = request.app.state.service
     available = state.ready
     return JSONResponse(
@@ -197,7 +210,7 @@ def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
-    _check(name, version)
+    _check(request, name, version)
     service = ready_service(request)
     model = service.model
     outputs = {
@@ -214,14 +227,14 @@ async def _metadata(request: Request, name: str, version: str | None) -> Respons
             PIXELS_INPUT: _tensor("DT_UINT8", [-1, -1, -1, 3], PIXELS_INPUT),
         },
         "outputs": outputs,
-        "method_name": "tensorflow/serving/predict",
+        "method_name": PREDICT_METHOD,
     }
     return JSONResponse(
         {
             "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": VERSION},
+            # Only what TF Serving's GetModelMetadataResponse holds; the rest is at /metadata.
             "metadata": {
-                "signature_def": {"signature_def": {SIGNATURE: signature}},
-                "catdog": {"model_version": model.version, "class_names": model.class_names},
+                "signature_def": {"@type": SIGNATURE_DEF_MAP_TYPE, "signature_def": {SIGNATURE: signature}}
             },
         }
     )
@@ -230,12 +243,12 @@ async def _metadata(request: Request, name: str, version: str | None) -> Respons
 _STATUS_DOC: dict[str, Any] = {
     "summary": "Model version status",
     "response_model": ModelStatusResponse,
-    "responses": _errors(404),
+    "responses": _errors(400, 404),
 }
 _METADATA_DOC: dict[str, Any] = {
     "summary": "Model metadata: the serving_default signature",
-    "response_model": ModelMetadataResponse,
-    "responses": _errors(404, 503),
+    "response_model": TfServingModelMetadataResponse,
+    "responses": _errors(400, 404, 503),
 }
 _PREDICT_DOC: dict[str, Any] = {
     "summary": "Classify images: row ({instances}) or columnar ({inputs}) format",
@@ -246,8 +259,44 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 
 
-# The :predict routes first: a GET, PUT or OPTIONS on .../catdog:predict then answers 405 with
-# `Allow: POST`, not the model status route's `Allow: GET`.
+_UNSUPPORTED_DOC: dict[str, Any] = {
+    "summary": "Not supported: 400, as the serving_default signature is a predict one",
+    "responses": {200: {"description": "Never sent"}, **_errors(400, 404)},
+}
+
+
+# The :method routes first, so a PUT or DELETE on .../catdog:predict answers 405 `Allow: POST`; a GET
+# reaches the status route, which answers TF Serving's 400 for a path it does not parse.
+@router.post("/{name}:classify", **_UNSUPPORTED_DOC)
+async def classify(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _unsupported(request, name, None, "classify"))
+
+
+@router.post("/{name}/versions/{version}:classify", **_UNSUPPORTED_DOC)
+async def classify_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _unsupported(request, name, version, "classify"))
+
+
+@router.post("/{name}:regress", **_UNSUPPORTED_DOC)
+async def regress(request: Request, name: NameParam) -> Response:
+    return await answer(lambda: _unsupported(request, name, None, "regress"))
+
+
+@router.post("/{name}/versions/{version}:regress", **_UNSUPPORTED_DOC)
+async def regress_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+    return await answer(lambda: _unsupported(request, name, version, "regress"))
+
+
+async def _unsupported(request: Request, name: str, version: str | None, method: str) -> Response:
+    """TF Serving's answer to :classify or :regress on a model whose signature is a predict one."""
+    _check(request, name, version)
+    kind = "classification" if method == "classify" else "regression"
+    raise ProtocolError(
+        400,
+        f"Expected {kind} signature method_name to be tensorflow/serving/{method}. Was: {PREDICT_METHOD}",
+    )
+
+
 @router.post("/{name}:predict", **_PREDICT_DOC)
 async def predict(request: Request, name: NameParam) -> Response:
     return await answer(lambda: _predict(request, name, None))
@@ -283,7 +332,7 @@ async def model_version_metadata(request: Request, name: NameParam, version: Ver
 
 async def _predict(request: Request, name: str, version: str | None) -> Response:
     started = time.perf_counter()
-    _check(name, version)
+    _check(request, name, version)
     service = ready_service(request)
     body = await read_body(request, body_limit(service))
     # Parsing and decoding a big body take a while: in a worker thread. json.loads holds the GIL while

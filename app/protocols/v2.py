@@ -1,7 +1,8 @@
 """KServe's Open Inference Protocol (V2, Triton's HTTP/REST protocol), on the /predict service.
 
 Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
-`.../ready`, and `POST .../infer`. One model, `catdog`; its version is the served model's version.
+`.../ready`, and `POST .../infer`. One model, `catdog`, version `1` (as on the TF Serving
+routes); the model's own version is in the model metadata's `parameters`.
 
 Inputs (one per request):
 - `image`, BYTES, shape [N] (or any shape of N elements): encoded images (JPEG, PNG, ...). In JSON
@@ -39,6 +40,7 @@ from pydantic.json_schema import SkipJsonSchema
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
     MODEL_NAME,
+    MODEL_VERSION,
     ProtocolError,
     answer,
     as_uint8_tensor,
@@ -143,7 +145,7 @@ class InferResponse(BaseModel):
             "examples": [
                 {
                     "model_name": "catdog",
-                    "model_version": "efficientnet_lite2-20261125-9950a398",
+                    "model_version": MODEL_VERSION,
                     "id": "42",
                     "outputs": [
                         {"name": "probabilities", "shape": [1, 2], "datatype": "FP32", "data": [0.99, 0.01]},
@@ -167,12 +169,22 @@ class TensorMetadata(BaseModel):
     shape: list[int]
 
 
-class ModelMetadataResponse(BaseModel):
+class V2ModelParameters(BaseModel):
+    catdog_model_version: str = Field(
+        description="The served model's own version (`model_version` in /metadata)",
+        examples=["efficientnet_lite2-20261125-9950a398"],
+    )
+
+
+# Prefixed: generated clients name their classes after schema titles, which must differ from the
+# TF Serving front's.
+class V2ModelMetadataResponse(BaseModel):
     name: str = Field(examples=["catdog"])
-    versions: list[str] = Field(examples=[["efficientnet_lite2-20261125-9950a398"]])
+    versions: list[str] = Field(examples=[[MODEL_VERSION]])
     platform: str = Field(examples=["tensorflow_savedmodel"])
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: V2ModelParameters
 
 
 class ServerMetadataResponse(BaseModel):
@@ -194,7 +206,7 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-class ProtocolErrorBody(BaseModel):
+class V2Error(BaseModel):
     error: str = Field(examples=["model not found: 'resnet' (this server serves 'catdog')"])
 
 
@@ -206,7 +218,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         415: "Unsupported Content-Encoding",
         503: "Model not ready, or the queue is full; see Retry-After",
     }
-    return {code: {"model": ProtocolErrorBody, "description": text[code]} for code in codes}
+    return {code: {"model": V2Error, "description": text[code]} for code in codes}
 
 
 _INFER_BODY: dict[str, Any] = {
@@ -227,7 +239,9 @@ _INFER_BODY: dict[str, Any] = {
 # --- health and metadata ---------------------------------------------------------------------------
 
 NameParam = Annotated[str, Path(description="Model name", examples=[MODEL_NAME])]
-VersionParam = Annotated[str, Path(description="Model version (the served model's version)")]
+VersionParam = Annotated[
+    str, Path(description="Model version: this server serves version 1", examples=[MODEL_VERSION])
+]
 
 
 @router.get("", summary="Server metadata", response_model=ServerMetadataResponse)
@@ -254,7 +268,7 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": False}, status_code=503, headers=retry)
 
 
-def _model_metadata(service: PredictionService) -> ModelMetadataResponse:
+def _model_metadata(service: PredictionService) -> V2ModelMetadataResponse:
     model = service.model
     outputs = [
         TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(model.class_names)]),
@@ -265,33 +279,34 @@ def _model_metadata(service: PredictionService) -> ModelMetadataResponse:
             TensorMetadata(name="pet_score", datatype="FP32", shape=[-1]),
             TensorMetadata(name="is_cat_or_dog", datatype="BOOL", shape=[-1]),
         ]
-    return ModelMetadataResponse(
+    return V2ModelMetadataResponse(
         name=MODEL_NAME,
-        versions=[model.version],
+        versions=[MODEL_VERSION],
         platform="tensorflow_savedmodel",
         inputs=[
             TensorMetadata(name=BYTES_INPUT, datatype="BYTES", shape=[-1]),
             TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, -1, -1, 3]),
         ],
         outputs=outputs,
+        parameters=V2ModelParameters(catdog_model_version=model.version),
     )
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
     service = ready_service(request)
-    check_model(name, version, service.model.version, "model")
+    check_model(name, version, "model")
     return JSONResponse(_model_metadata(service).model_dump())
 
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
-    service = ready_service(request)
-    check_model(name, version, service.model.version, "model")
+    ready_service(request)  # 503 until the model is loaded
+    check_model(name, version, "model")
     return JSONResponse({"name": name, "ready": True})
 
 
 _METADATA_DOC: dict[str, Any] = {
     "summary": "Model metadata: inputs, outputs, versions",
-    "response_model": ModelMetadataResponse,
+    "response_model": V2ModelMetadataResponse,
     "responses": _errors(404, 503),
 }
 _READY_DOC: dict[str, Any] = {
@@ -350,7 +365,7 @@ async def infer_version(request: Request, name: NameParam, version: VersionParam
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     started = time.perf_counter()
     service = ready_service(request)
-    check_model(name, version, service.model.version, "model")
+    check_model(name, version, "model")
     body = await read_body(request, body_limit(service))
     # Parsing and splitting a big body take a while: in a worker thread. The JSON parsers hold the GIL
     # while they run, so it is check_json_structure's bound that keeps the event loop responsive.
@@ -587,7 +602,7 @@ def _response(
                 value.reshape(-1).tolist() if datatype != "FP32" else _floats(name, result, classes)
             )
         outputs.append(output)
-    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": service.model.version}
+    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": MODEL_VERSION}
     if document.id is not None:
         payload["id"] = document.id
     payload["outputs"] = outputs
