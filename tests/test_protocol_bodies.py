@@ -215,7 +215,9 @@ def test_deeply_nested_json_is_400_without_a_traceback(
 def test_deeply_nested_objects_are_refused_too(server: str, path: str) -> None:
     body = b'{"a": ' * 1000 + b"1" + b"}" * 1000
     response = httpx.post(server + path, content=body, timeout=60)
-    assert response.status_code == 413, response.text  # more objects than any request needs
+    # More objects than a request needs: on V2 malformed whatever the image count (400); on TF
+    # Serving, where objects grow with the instances, too much (413).
+    assert response.status_code == (400 if path == V2_INFER else 413), response.text
     assert "1000 objects" in error_of(response)
 
 

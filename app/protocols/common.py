@@ -138,9 +138,12 @@ def json_arrays_limit(max_images: int) -> int:
     return 2 * (MAX_JSON_VALUES + 1) // 3 + max_images + 16
 
 
-def check_json_structure(document: bytes | bytearray, max_objects: int, max_images: int) -> None:
+def check_json_structure(
+    document: bytes | bytearray, max_objects: int, max_images: int, objects_status: int = 413
+) -> None:
     """Refuse a JSON document before parsing it when it holds more values, objects or arrays than a
-    request of `max_images` images needs (413), or nests deeper than MAX_JSON_DEPTH (400).
+    request of `max_images` images needs (413; `objects_status` for objects: 400 where no valid
+    request of any size has that many), or nests deeper than MAX_JSON_DEPTH (400).
 
     Parsing holds the GIL for as long as it runs, even in a worker thread, and each parsed object
     costs 50-300 bytes: these counts (C-speed scans of the bytes) are what keep a small compressed body
@@ -156,7 +159,7 @@ def check_json_structure(document: bytes | bytearray, max_objects: int, max_imag
     objects = document.count(b"{")
     if objects > max_objects:
         raise ProtocolError(
-            413,
+            objects_status,
             f"the JSON body holds {objects} objects, more than a request of at most {max_images} images "
             f"needs ({max_objects})",
         )

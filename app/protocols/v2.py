@@ -385,7 +385,8 @@ def _decode(
     """The request, the outputs it wants, and its input: encoded images or a pixel tensor."""
     limit = service.settings.max_batch_files
     header, binary = _split_body(body, header_length)
-    check_json_structure(header, MAX_JSON_OBJECTS, limit)
+    # However many images it carries, a V2 request has a dozen objects: more is malformed, a 400.
+    check_json_structure(header, MAX_JSON_OBJECTS, limit, objects_status=400)
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as exc:
