@@ -6,8 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from catdog.runtimes import runtime_thread_count
-
 
 class Timing(BaseModel):
     decode_ms: float = Field(description="Reading and decoding the upload", examples=[3.2])
@@ -118,16 +116,7 @@ class Threads(BaseModel):
     )
 
 
-def _runtime_threads() -> Threads:
-    # Computed once per process (catdog.cpus.process_cpus), as the runtime was configured with it.
-    threads = runtime_thread_count()
-    return Threads(count=threads.count, source=threads.source)
-
-
 class Readiness(BaseModel):
-    # Always sent: required in the response schema although it has a default.
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
-
     status: str = Field(examples=["ready"])
     model_version: str
     # What runs the model, and in which precision (CATDOG_RUNTIME; README "Runtimes").
@@ -142,4 +131,4 @@ class Readiness(BaseModel):
         examples=["metadata.derived[litert-int8].ood_threshold"],
     )
     queue_depth: int
-    threads: Threads = Field(default_factory=_runtime_threads)
+    threads: Threads

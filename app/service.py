@@ -32,7 +32,7 @@ from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, Infere
 from app.errors import APIError
 from app.metrics import ServiceMetrics
 from app.model import ImageScores, ServedModel
-from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Timing
+from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Threads, Timing
 from app.settings import Settings
 from app.uploads import Upload
 from catdog.cpus import process_cpus
@@ -45,6 +45,7 @@ from catdog.imaging import (
     model_input_from_image,
     probe_image,
 )
+from catdog.runtimes import runtime_thread_count
 from catdog.saved_model import ExportedModel
 
 
@@ -176,6 +177,7 @@ class PredictionService:
         )
 
     def readiness(self) -> Readiness:
+        threads = runtime_thread_count()  # as the runtime was configured (the CPU count is cached)
         return Readiness(
             status="ready",
             model_version=self.model.version,
@@ -183,6 +185,7 @@ class PredictionService:
             pet_threshold=self.model.pet_threshold,
             pet_threshold_source=self.model.pet_threshold_source,
             queue_depth=self.batcher.queue_depth,
+            threads=Threads(count=threads.count, source=threads.source),
         )
 
     def serving(self) -> dict[str, Any]:
