@@ -1,15 +1,19 @@
-"""The README's answers, from the service as it serves by default: examples, validation and non-pet figures,
-and the runtimes table.
+"""The answers shown in README.md and docs/, from the service as it serves by default.
+
+Examples, validation and non-pet figures, and the runtimes table:
 
     .venv/bin/python -m benchmarks.answers            # print the blocks
-    .venv/bin/python -m benchmarks.answers --write    # and replace them in README.md
+    .venv/bin/python -m benchmarks.answers --write    # and replace them where they sit
+    .venv/bin/python -m benchmarks.answers --where    # only say which file holds each block
 
 Starts `python -m app serve` with the committed model and `CATDOG_RUNTIME=auto` on loopback, so every
 figure comes from the runtime that serves by default, through HTTP: one validation cat photo and
 scikit-image's coffee cup as examples, all 1000 validation photos and the real non-pet photos
 (training/nonpets.py) through /predict/batch. The runtimes table is metadata.json's `derived` list:
 what each derived model kept of the SavedModel's answers (the gate) and its speed at derive time.
-Each block sits in README.md between `<!-- answers:NAME -->` and `<!-- /answers:NAME -->`.
+Each block sits between `<!-- answers:NAME -->` and `<!-- /answers:NAME -->` in exactly one of README.md
+and docs/*.md (example: README.md; v2, tfserving: docs/protocols.md; figures: docs/training.md;
+runtimes: docs/runtimes.md). The files are checked before the service starts.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +40,8 @@ from training.nonpets import build_non_pets, read_set
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 MODEL_DIR = REPO_ROOT / "model" / "default"
-README = REPO_ROOT / "README.md"
+DOC_FILES = (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
+BLOCKS = ("example", "v2", "tfserving", "figures", "runtimes")
 EXAMPLE = DATA_DIR / "validation" / "cats" / "cat.2000.jpg"
 EXAMPLE_DOG = DATA_DIR / "validation" / "dogs" / "dog.2000.jpg"
 TF_PREDICT = "/v1/models/catdog:predict"
@@ -196,17 +202,41 @@ def runtimes_block(metadata: Any) -> str:
     return "\n".join(lines)
 
 
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- answers:{name} -->\n)(?:.*?\n)?(<!-- /answers:{name} -->)", re.DOTALL)
+
+
+def block_files(names: tuple[str, ...] = BLOCKS) -> dict[str, Path]:
+    """The file that holds each block: exactly one of README.md and docs/*.md."""
+    found: dict[str, Path] = {}
+    for name in names:
+        holders = [path for path in DOC_FILES if _pattern(name).search(path.read_text(encoding="utf-8"))]
+        if len(holders) != 1:
+            where = ", ".join(str(path.relative_to(REPO_ROOT)) for path in holders) or "none of them"
+            raise SystemExit(
+                f"<!-- answers:{name} --> must sit in exactly one of README.md and docs/*.md, not in {where}"
+            )
+        found[name] = holders[0]
+    return found
+
+
 def replace_block(text: str, name: str, block: str) -> str:
-    pattern = re.compile(rf"(<!-- answers:{name} -->\n)(?:.*?\n)?(<!-- /answers:{name} -->)", re.DOTALL)
+    pattern = _pattern(name)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- answers:{name} --> block")
+        raise SystemExit(f"no <!-- answers:{name} --> block")
     return pattern.sub(lambda match: match.group(1) + block + "\n" + match.group(2), text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="replace the blocks in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the blocks in README.md and docs/")
+    parser.add_argument("--where", action="store_true", help="only print which file holds each block")
     args = parser.parse_args(argv)
+    files = block_files()
+    if args.where:
+        for name, path in files.items():
+            print(f"{name}: {path.relative_to(REPO_ROOT)}")
+        return 0
     metadata = read_metadata(MODEL_DIR)
     server, base_url = start_service(MODEL_DIR)
     try:
@@ -224,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, block in blocks.items():
         print(f"<!-- answers:{name} -->\n{block}\n")
     if args.write:
-        text = README.read_text(encoding="utf-8")
-        for name, block in blocks.items():
-            text = replace_block(text, name, block)
-        README.write_text(text, encoding="utf-8")
-        print("README.md updated", file=sys.stderr)
+        for path in dict.fromkeys(files.values()):
+            text = path.read_text(encoding="utf-8")
+            for name, block in blocks.items():
+                if files[name] == path:
+                    text = replace_block(text, name, block)
+            path.write_text(text, encoding="utf-8")
+            print(f"{path.relative_to(REPO_ROOT)} updated", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,7 @@ overhead is the median latency minus the median in-process decode time of that p
 call costs nothing here): it is what a lone request pays over `decode + model call`.
 
 `--profile FILE`: the catdog server runs under cProfile and writes FILE when stopped; the report
-groups its time by layer (see README "Where the time goes").
+groups its time by layer (see docs/performance.md, "Where the time goes").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make a machine that has (or can install) Docker's engine ready for the README's compose commands,
+# Make a machine that has (or can install) Docker's engine ready for the compose commands of docs/deployment.md,
 # and print the compose command to use on stdout (`docker compose` or `docker-compose`); logs on stderr.
 #
 #   COMPOSE=$(scripts/setup-compose.sh) && $COMPOSE up -d --build

@@ -27,7 +27,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = REPO_ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ("overlays/cpu", "overlays/gpu", "kserve", "kserve-raw")
-# Rendered into one namespace together (the README offers it); kserve and kserve-raw are alternatives.
+# Rendered into one namespace together (docs/deployment.md offers it); kserve and kserve-raw are alternatives.
 SHARED_NAMESPACE = ("overlays/cpu", "overlays/gpu", "kserve")
 ADAPTER_VALUES = K8S_DIR / "autoscaling" / "prometheus-adapter-values.yaml"
 # PredictorSpec fields that are KServe's own; the rest of spec.predictor is a PodSpec.

@@ -1,6 +1,6 @@
 """The compose scale-out profile: 2 CPU replicas behind nginx, one killed mid-traffic, no request lost.
 
-Runs what the README says: scripts/setup-compose.sh (engine, compose, base image), then
+Runs what docs/deployment.md says: scripts/setup-compose.sh (engine, compose, base image), then
 `$COMPOSE --profile scale up -d --build --scale catdog-replica=2 catdog-lb`. Real photos go through
 the load balancer on 127.0.0.1; nginx names the replica that answered in X-Catdog-Upstream (its
 address, "ip:port", or "ip:port, ip:port" when it had to retry), which the test maps to containers.
@@ -75,7 +75,7 @@ def stack() -> Iterator[Stack]:
     assert compose in ("docker compose", "docker-compose"), compose
     s = Stack(compose.split(), f"catdogscale{os.getpid()}", free_port())
     try:
-        # --build: the images from the README's command (cached layers when CI built them already).
+        # --build: the images from docs/deployment.md's command (cached layers when CI built them already).
         s("up", "-d", "--build", "--scale", "catdog-replica=2", "catdog-lb", timeout=UP_TIMEOUT_S)
         deadline = time.monotonic() + 120
         while True:

@@ -1,6 +1,6 @@
 """The hostile-input corpus (benchmarks/hostile_corpus.py) builds what it says it builds, and the
 benchmark that runs it (benchmarks/hostile.py) measures a real server: a corpus whose bombs were not
-bombs would make every figure in the README's hostile-input table meaningless."""
+bombs would make every figure in the hostile-input table of docs/hostile-inputs.md meaningless."""
 
 from __future__ import annotations
 

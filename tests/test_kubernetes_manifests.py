@@ -1,5 +1,5 @@
 """deploy/kubernetes: every kustomization renders and validates against the Kubernetes schemas, and
-the rendered objects say what the README promises (probes, non-root, read-only root, GPU request,
+the rendered objects say what docs/deployment.md promises (probes, non-root, read-only root, GPU request,
 PodDisruptionBudget, HPA, KServe V2 custom predictor). Beyond the schemas: the CPU and GPU variants in
 one namespace never select each other's pods, the InferenceService passes Knative's and KServe's
 default rules in both modes, the HPAs scale on requests in flight through a Prometheus Adapter rule
@@ -16,6 +16,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.docs_sections import DOCS, section
 from tests.k8s_render import (
     ADAPTER_VALUES,
     K8S_DIR,
@@ -333,19 +334,13 @@ def test_every_image_tag_is_the_package_version(rendered: dict[str, list[dict[st
     assert not untagged, f"untagged catdog image in {untagged}"
 
 
-# --- what the README promises ------------------------------------------------------------------------
-
-
-def readme_section(title: str) -> str:
-    text = (REPO_ROOT / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end > 0 else None]
+# --- what docs/deployment.md promises ------------------------------------------------------------------
 
 
 def test_deployment_docs_are_true_to_the_rendered_yaml(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Each promise of README "Deploying to a cluster", checked in the rendered YAML text and objects."""
-    docs = readme_section("Deploying to a cluster")
+    """Each promise of docs/deployment.md "Deploying to a cluster", checked in the rendered YAML text and
+    objects."""
+    docs = section(DOCS / "deployment.md", "Deploying to a cluster")
     flat = " ".join(docs.split())
     cpu_text = yaml.safe_dump_all(rendered["overlays/cpu"])
     cpu = by_kind(rendered["overlays/cpu"], "Deployment")
@@ -386,6 +381,6 @@ def test_deployment_docs_are_true_to_the_rendered_yaml(rendered: dict[str, list[
         "Knative Serving 1.21.1": True,
     }
     missing = [promise for promise in promises if promise not in flat]
-    assert not missing, f"README 'Deploying to a cluster' no longer says: {missing}"
+    assert not missing, f"docs/deployment.md 'Deploying to a cluster' no longer says: {missing}"
     broken = [promise for promise, holds in promises.items() if not holds]
-    assert not broken, f"the rendered YAML does not do what the README says: {broken}"
+    assert not broken, f"the rendered YAML does not do what docs/deployment.md says: {broken}"

@@ -1,5 +1,5 @@
 """Every startup failure of `python -m app serve`: one clear `catdog:` line and a documented exit code
-(2 settings or model, 4 address; see app/__main__.py and the README)."""
+(2 settings or model, 4 address; see app/__main__.py and docs/operations.md)."""
 
 from __future__ import annotations
 
