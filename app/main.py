@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from app import openapi, web
 from app.admission import AdmissionController, AdmissionMiddleware
-from app.batching import DynamicBatcher
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.model import ServedModel
-from app.protocols import tfserving, v2
+from app.model_versions import ModelSource, ModelVersions
+from app.protocols import repository, tfserving, v2
 from app.routes import router
 from app.service import ServiceState
 from app.settings import Settings, get_settings
@@ -28,9 +28,10 @@ from catdog.saved_model import ExportedModel, load_exported_model
 logger = logging.getLogger("catdog")
 
 
-def load_model(settings: Settings) -> ExportedModel:
-    """Load and validate settings.model_dir; `catdog.saved_model.ModelLoadError` says what is wrong."""
-    exported = load_exported_model(settings.model_dir, settings.runtime)
+def load_model(settings: Settings, model_dir: Path | None = None) -> ExportedModel:
+    """Load and validate one export (settings.model_dir unless given); `catdog.saved_model.ModelLoadError`
+    says what is wrong."""
+    exported = load_exported_model(model_dir or settings.model_dir, settings.runtime)
     logger.info(
         "model loaded",
         extra={
@@ -59,39 +60,39 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
     # Load and warm up before the server accepts a single connection: /readyz is honest from the start.
-    exported = state.preloaded
-    if exported is None:
-        exported = await run_in_threadpool(load_model, settings)
-    model = ServedModel.create(exported, settings.pet_threshold)
+    versions = ModelVersions(
+        settings,
+        state.metrics,
+        ModelSource.from_settings(settings),
+        functools.partial(load_model, settings),
+        state.preloaded,
+    )
+    await versions.start()
+    versions.start_polling()
+    default = versions.default
+    assert default is not None  # start() raises otherwise
+    model = default.model
     if settings.pet_threshold is not None and not model.has_pet_score:
         logger.warning(
             "CATDOG_PET_THRESHOLD is ignored: this model has no pet_score output",
             extra={"pet_threshold": settings.pet_threshold, "model_version": model.version},
         )
-    warm_up_seconds = await run_in_threadpool(model.warm_up, (1, settings.max_batch_size))
-    batcher = DynamicBatcher(
-        model.predict,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_wait_ms / 1000.0,
-        max_queue_size=settings.max_queue_size,
-        metrics=state.metrics,
-    )
-    await batcher.start()
     # ThreadPoolExecutor's default size, min(32, CPUs + 4), but counting the CPUs of the container's
     # quota, not the node's: decoding is CPU work, and the decode budget bounds its memory.
     decode_threads = min(32, process_cpus().count + 4)
     decode_pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="catdog-decode")
     threads = runtime_thread_count()
-    state.model, state.batcher, state.decode_pool = model, batcher, decode_pool
+    state.versions, state.decode_pool = versions, decode_pool
     logger.info(
         "ready",
         extra={
             "url": listening_url(settings.host, settings.port),
+            "version": default.number,
+            "loaded_versions": versions.loaded_numbers(),
             "model_version": model.version,
             "runtime": model.runtime,
             "pet_threshold": model.pet_threshold,
             "pet_threshold_source": model.pet_threshold_source,
-            "warm_up_seconds": round(warm_up_seconds, 3),
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
             "runtime_threads": threads.count,
@@ -102,8 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        state.batcher = None
-        await batcher.close()
+        state.versions = None
+        await versions.close()
         decode_pool.shutdown(wait=False, cancel_futures=True)
         state.decode_pool = None
         logger.info("stopped")
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(v2.router)
+    app.include_router(repository.router)
     app.include_router(tfserving.router)
     app.include_router(web.router)  # the page at GET /
     app.mount(web.ASSETS_URL, web.assets(), name="web")

@@ -66,6 +66,31 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        # The model repository (app/model_versions.py).
+        self.version_state = Gauge(
+            "catdog_model_version_state",
+            "1 for each model version in its current state (LOADING, AVAILABLE, UNLOADING, UNAVAILABLE).",
+            ("version", "state"),
+            registry=self.registry,
+        )
+        self.default_version = Gauge(
+            "catdog_model_default_version",
+            "The model version answering requests that name none (0: none ready).",
+            registry=self.registry,
+        )
+        self.version_memory = Gauge(
+            "catdog_model_version_memory_bytes",
+            "Resident memory the process grew by while loading and warming up each loaded version.",
+            ("version",),
+            registry=self.registry,
+        )
+        self.version_events = Counter(
+            "catdog_model_version_events_total",
+            "Model versions loaded, refused (failed to load or check) and unloaded.",
+            ("event",),
+            registry=self.registry,
+        )
+
     def instrument(self, app: FastAPI) -> None:
         """Count and time every HTTP request to `app` (adds the instrumentator's middleware)."""
         instrumentator = Instrumentator(should_group_status_codes=False, registry=self.registry)

@@ -111,6 +111,11 @@ _PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
         "undecodable_image",
         "'cat.jpg': the upload is not a decodable image; supported formats: JPEG, PNG, GIF, WEBP, BMP, TIFF",
     ),
+    404: _error_doc(
+        "`version` names a version or label that is not loaded",
+        "version_not_found",
+        "version 7 is not loaded (loaded: [2, 3])",
+    ),
     408: _error_doc(
         "The request body did not arrive within CATDOG_BODY_TIMEOUT_SECONDS",
         "body_timeout",
@@ -161,9 +166,16 @@ READYZ: dict[str, Any] = {
 METADATA: dict[str, Any] = {
     "tags": ["operations"],
     "summary": "The model's metadata.json, as validated at load time, and how it is served",
-    "description": "metadata.json, plus `serving`: the runtime answering (`litert-int8`, ...), the "
-    "pet_score threshold in force for it and where that threshold comes from.",
-    "responses": {200: {"model": ModelMetadata, "description": "metadata.json of the served model"}},
+    "description": "metadata.json of the default version (or of `version`), plus `serving`: the "
+    "repository version, the runtime answering (`litert-int8`, ...), the pet_score threshold in force "
+    "for it and where that threshold comes from; and `repository`: the version policy, labels, and "
+    "every version seen with its state and memory.",
+    "responses": {
+        200: {"model": ModelMetadata, "description": "metadata.json of the served model"},
+        404: _error_doc("No such version or label loaded", "version_not_found", "version 7 is not loaded"),
+        422: _error_doc("Invalid `version`", "validation_error", "query parameter 'version': too long"),
+        503: {"model": ErrorResponse, "description": "Not ready"},
+    },
 }
 METRICS: dict[str, Any] = {"tags": ["operations"], "summary": "Prometheus metrics"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -44,19 +44,33 @@ def answer_json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        description="The model version (a number) or label to answer with; default: the default version",
+        examples=["1"],
+        max_length=64,
+    ),
+]
+
+
 @router.post("/predict", **openapi.PREDICT)
-async def predict(request: Request, service: ServiceDep) -> Response:
+async def predict(request: Request, state: StateDep, version: VersionQuery = None) -> Response:
     started = time.perf_counter()
-    upload = await read_single_image(request, service.settings.max_upload_bytes)
-    return answer_json(await service.predict(upload, started))
+    settings = state.require_ready(version).settings  # 503 or 404 before the body is read
+    upload = await read_single_image(request, settings.max_upload_bytes)
+    # Held until the answer is made: a version being swapped out finishes the requests it took.
+    with state.serve(version) as service:
+        return answer_json(await service.predict(upload, started))
 
 
 @router.post("/predict/batch", **openapi.PREDICT_BATCH)
-async def predict_batch(request: Request, service: ServiceDep) -> Response:
+async def predict_batch(request: Request, state: StateDep, version: VersionQuery = None) -> Response:
     started = time.perf_counter()
-    settings = service.settings
+    settings = state.require_ready(version).settings
     uploads = await read_image_files(request, settings.max_upload_bytes, settings.max_batch_files)
-    return answer_json(await service.predict_batch(uploads, started))
+    with state.serve(version) as service:
+        return answer_json(await service.predict_batch(uploads, started))
 
 
 @router.get("/healthz", **openapi.HEALTHZ)
@@ -70,8 +84,14 @@ async def readyz(service: ServiceDep) -> Readiness:
 
 
 @router.get("/metadata", **openapi.METADATA)
-async def metadata(service: ServiceDep) -> dict[str, Any]:
-    return {**service.model.metadata.public_document(), "serving": service.serving()}
+async def metadata(state: StateDep, version: VersionQuery = None) -> dict[str, Any]:
+    service = state.require_ready(version)
+    assert state.versions is not None  # require_ready raises otherwise
+    return {
+        **service.model.metadata.public_document(),
+        "serving": {**service.serving(), "version": str(service.version)},
+        "repository": state.versions.describe(),
+    }
 
 
 @router.get("/metrics", response_class=Response, **openapi.METRICS)

@@ -54,19 +54,22 @@ _NOT_A_PET: dict[str, JsonValue] = {
 _NO_PET_HEAD: dict[str, JsonValue] = {**_PET, "pet_score": None, "is_cat_or_dog": None}
 _TIMING: dict[str, JsonValue] = {"decode_ms": 3.2, "queue_ms": 5.1, "inference_ms": 9.8, "batch_size": 4}
 _VERSION = "scratch-cnn-20261124-1a2b3c4d"
+_VERSION_DOC = "The model repository version that answered (`?version=` pins one)"
+_MODEL_VERSION_DOC = "That version's own descriptive version, from its metadata.json"
 
 
 class PredictionResponse(Prediction):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {**example, "model_version": _VERSION, "latency_ms": 18.4, "timing": _TIMING}
+                {**example, "version": "1", "model_version": _VERSION, "latency_ms": 18.4, "timing": _TIMING}
                 for example in (_PET, _NOT_A_PET, _NO_PET_HEAD)
             ]
         }
     )
 
-    model_version: str = Field(examples=[_VERSION])
+    version: str = Field(description=_VERSION_DOC, examples=["1"])
+    model_version: str = Field(description=_MODEL_VERSION_DOC, examples=[_VERSION])
     latency_ms: float = Field(description="Server time spent on this request", examples=[18.4])
     timing: Timing
 
@@ -87,7 +90,8 @@ class BatchItem(Prediction):
 
 class BatchPredictionResponse(BaseModel):
     predictions: list[BatchItem]
-    model_version: str
+    version: str = Field(description=_VERSION_DOC, examples=["1"])
+    model_version: str = Field(description=_MODEL_VERSION_DOC, examples=[_VERSION])
     latency_ms: float
 
 
@@ -118,7 +122,8 @@ class Threads(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
-    model_version: str
+    version: str = Field(description="The model version answering requests that name none", examples=["1"])
+    model_version: str = Field(description=_MODEL_VERSION_DOC, examples=[_VERSION])
     # What runs the model, and in which precision (CATDOG_RUNTIME; README "Runtimes").
     runtime: str = Field(examples=["litert-int8", "tensorflow-fp32"])
     pet_threshold: float | None = Field(

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, Infere
 from app.errors import APIError
 from app.metrics import ServiceMetrics
 from app.model import ImageScores, ServedModel
+from app.model_versions import LiveVersion, ModelVersions, NotReadyError, VersionNotFoundError
 from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Threads, Timing
 from app.settings import Settings
 from app.uploads import Upload
@@ -61,10 +64,10 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
     # Loaded before the app was built (python -m app serve does, to fail before binding a port);
-    # when None the lifespan loads settings.model_dir itself.
+    # when None the lifespan loads it itself.
     preloaded: ExportedModel | None = None
-    model: ServedModel | None = None
-    batcher: DynamicBatcher[ImageScores] | None = None
+    # The loaded model versions (app/model_versions.py); None until the lifespan has loaded one.
+    versions: ModelVersions | None = None
     # The threads images are decoded in (and a lone image's model call runs in): a plain executor,
     # not Starlette's anyio thread pool, whose hop costs several times more on the event loop.
     decode_pool: ThreadPoolExecutor | None = None
@@ -75,28 +78,72 @@ class ServiceState:
         self.decode_budget = DecodeBudget(self.settings.decode_memory_bytes, self.metrics.registry)
 
     def ready_service(self) -> PredictionService | None:
-        """The readiness check: the model is loaded and warmed up and the batcher runs."""
-        if self.model is None or self.batcher is None or self.decode_pool is None:
+        """The readiness check: a default version is loaded and warmed up and its batcher runs."""
+        if self.versions is None or self.decode_pool is None:
             return None
-        if not self.batcher.running:
+        live = self.versions.default
+        if live is None or not live.batcher.running:
             return None
-        return PredictionService(
-            self.settings, self.model, self.batcher, self.decode_budget, self.decode_pool
-        )
+        return self._service(live)
 
     @property
     def ready(self) -> bool:
         return self.ready_service() is not None
 
-    def require_ready(self) -> PredictionService:
-        service = self.ready_service()
-        if service is None:
-            raise retry_later(
-                "not_ready",
-                "the model is not loaded and warmed up yet, or the service is shutting down",
-                self.settings,
-            )
-        return service
+    def require_ready(self, version: str | None = None) -> PredictionService:
+        """The service answering with `version` (a number or a label; None: the default version).
+
+        503 `not_ready` with Retry-After until a version is loaded; 404 `version_not_found`.
+        """
+        if version is None:
+            service = self.ready_service()
+            if service is None:
+                raise self._not_ready()
+            return service
+        return self._service(self._resolve(version))
+
+    @contextmanager
+    def serve(self, version: str | None = None) -> Iterator[PredictionService]:
+        """`require_ready`, holding the version for the block: it is not unloaded before the answer."""
+        versions = self._versions()
+        try:
+            live = versions.acquire(version)
+        except NotReadyError:
+            raise self._not_ready() from None
+        except VersionNotFoundError as exc:
+            raise APIError(404, "version_not_found", str(exc)) from None
+        try:
+            if not live.batcher.running:
+                raise self._not_ready()
+            yield self._service(live)
+        finally:
+            versions.release(live)
+
+    def _resolve(self, version: str) -> LiveVersion:
+        try:
+            return self._versions().resolve(version)
+        except NotReadyError:
+            raise self._not_ready() from None
+        except VersionNotFoundError as exc:
+            raise APIError(404, "version_not_found", str(exc)) from None
+
+    def _versions(self) -> ModelVersions:
+        if self.versions is None or self.decode_pool is None:
+            raise self._not_ready()
+        return self.versions
+
+    def _service(self, live: LiveVersion) -> PredictionService:
+        assert self.decode_pool is not None
+        return PredictionService(
+            self.settings, live.model, live.batcher, self.decode_budget, self.decode_pool, live.number
+        )
+
+    def _not_ready(self) -> APIError:
+        return retry_later(
+            "not_ready",
+            "the model is not loaded and warmed up yet, or the service is shutting down",
+            self.settings,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +156,7 @@ class PredictionService:
     batcher: DynamicBatcher[ImageScores]
     decode_budget: DecodeBudget
     decode_pool: ThreadPoolExecutor
+    version: int = 1  # the repository version this service answers with
 
     async def predict(self, upload: Upload, started: float) -> PredictionResponse:
         with self.batcher.announce():
@@ -117,6 +165,7 @@ class PredictionService:
         result = decoded.alone or (await self._admit_and_batch([decoded.pixels]))[0]
         return PredictionResponse(
             **self._describe(result.output),
+            version=str(self.version),
             model_version=self.model.version,
             latency_ms=_ms(time.perf_counter() - started),
             timing=Timing(
@@ -172,6 +221,7 @@ class PredictionService:
                 BatchItem(index=index, filename=upload.filename, **self._describe(result.output))
                 for index, (upload, result) in enumerate(zip(uploads, results, strict=True))
             ],
+            version=str(self.version),
             model_version=self.model.version,
             latency_ms=_ms(time.perf_counter() - started),
         )
@@ -180,6 +230,7 @@ class PredictionService:
         threads = runtime_thread_count()  # as the runtime was configured (the CPU count is cached)
         return Readiness(
             status="ready",
+            version=str(self.version),
             model_version=self.model.version,
             runtime=self.model.runtime,
             pet_threshold=self.model.pet_threshold,
@@ -321,6 +372,7 @@ class PredictionService:
                 BatchItem(index=index, filename=None, **self._describe(result.output))
                 for index, result in enumerate(results)
             ],
+            version=str(self.version),
             model_version=self.model.version,
             latency_ms=_ms(time.perf_counter() - started),
         )

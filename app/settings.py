@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,8 +16,21 @@ MiB = 1024 * 1024
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CATDOG_", env_file=".env", extra="ignore")
 
-    # Where the exported SavedModel + metadata.json live.
+    # Where the exported SavedModel + metadata.json live (served as version 1, or as N when the
+    # folder is named N).
     model_dir: Path = REPO_ROOT / "model" / "default"
+    # A model repository instead (docs/model-repository.md): versions in <repository>/catdog/<N>/,
+    # picked by <repository>/catdog/serving.json, swapped in and out while serving. Overrides model_dir.
+    model_repository: Path | None = None
+    # How often the repository is looked at for new, removed or changed versions and serving.json
+    # changes; 0: only on a load call.
+    repository_poll_seconds: float = Field(default=5.0, ge=0)
+    # Versions loaded at once, the bound on model memory. At least 2: a swap holds the old and the new
+    # default until the new one is ready.
+    max_loaded_versions: int = Field(default=2, ge=2, le=64)
+    # Bearer token for the repository API (/v2/repository/...: index, load, unload); unset: that
+    # API answers 403. Never logged.
+    control_token: SecretStr | None = Field(default=None, min_length=16)
     # Which runtime runs the model (README "Runtimes"): "auto" = the fastest model derived from the
     # SavedModel (`python -m training derive`) that passed its equivalence check and whose runtime is
     # installed, else TensorFlow (with a log line saying why); or one of tensorflow, onnxruntime,

@@ -56,6 +56,8 @@ class Prediction(BaseModel):
 class PredictionResult(Prediction):
     """`POST /predict`: one image, with the model version and the server's timings."""
 
+    # The repository version that answered (None from a server older than this field).
+    version: str | None = None
     model_version: str
     latency_ms: float
     timing: Timing | None = None
@@ -70,12 +72,14 @@ class BatchResult(BaseModel):
     """`POST /predict/batch`: one answer per image, in order."""
 
     predictions: list[BatchItem]
+    version: str | None = None
     model_version: str
     latency_ms: float
 
 
 class Readiness(BaseModel):
     status: str
+    version: str | None = None
     model_version: str
     # What runs the model, e.g. "litert-fp32" (None from a server older than this field).
     runtime: str | None = None
@@ -138,6 +142,10 @@ def _error(response: httpx.Response) -> CatdogError:
             message = error
     kind = ServiceUnavailableError if response.status_code == 503 else CatdogError
     return kind(response.status_code, code, message, details, request_id)
+
+
+def _pinned(version: str | None) -> dict[str, str]:
+    return {} if version is None else {"version": version}
 
 
 def _image_part(image: ImageSource, name: str | None) -> tuple[str, bytes, str]:
@@ -211,15 +219,20 @@ class Client(_Base):
     def _get(self, path: str, model: type[M]) -> M:
         return model.model_validate(self._request("GET", path).json())
 
-    def predict(self, image: ImageSource, filename: str | None = None) -> PredictionResult:
-        """Classify one image: a path, or its bytes."""
-        response = self._request("POST", "/predict", files={"file": _image_part(image, filename)})
+    def predict(
+        self, image: ImageSource, filename: str | None = None, version: str | None = None
+    ) -> PredictionResult:
+        """Classify one image: a path, or its bytes. `version`: a model version or label to answer it."""
+        response = self._request(
+            "POST", "/predict", files={"file": _image_part(image, filename)}, params=_pinned(version)
+        )
         return PredictionResult.model_validate(response.json())
 
-    def predict_batch(self, images: Sequence[ImageSource]) -> BatchResult:
+    def predict_batch(self, images: Sequence[ImageSource], version: str | None = None) -> BatchResult:
         """Classify several images in one request (at most the service's CATDOG_MAX_BATCH_FILES)."""
         files = [("files", _image_part(image, None)) for image in images]
-        return BatchResult.model_validate(self._request("POST", "/predict/batch", files=files).json())
+        response = self._request("POST", "/predict/batch", files=files, params=_pinned(version))
+        return BatchResult.model_validate(response.json())
 
     def ready(self) -> Readiness:
         """`GET /readyz`, retried while the service answers 503 (`retries` times)."""
@@ -297,13 +310,17 @@ class AsyncClient(_Base):
             raise _error(response)
         return response
 
-    async def predict(self, image: ImageSource, filename: str | None = None) -> PredictionResult:
-        response = await self._request("POST", "/predict", files={"file": _image_part(image, filename)})
+    async def predict(
+        self, image: ImageSource, filename: str | None = None, version: str | None = None
+    ) -> PredictionResult:
+        response = await self._request(
+            "POST", "/predict", files={"file": _image_part(image, filename)}, params=_pinned(version)
+        )
         return PredictionResult.model_validate(response.json())
 
-    async def predict_batch(self, images: Sequence[ImageSource]) -> BatchResult:
+    async def predict_batch(self, images: Sequence[ImageSource], version: str | None = None) -> BatchResult:
         files = [("files", _image_part(image, None)) for image in images]
-        response = await self._request("POST", "/predict/batch", files=files)
+        response = await self._request("POST", "/predict/batch", files=files, params=_pinned(version))
         return BatchResult.model_validate(response.json())
 
     async def ready(self) -> Readiness:

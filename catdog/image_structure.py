@@ -5,7 +5,7 @@ worse than linear: its JPEG plugin joins every Exif APP1 segment with `bytes +=`
 segments: minutes of CPU). These walkers read the same structure with cheap reads and stop at the
 first bound passed, before Pillow sees the file (catdog/imaging.py calls them and turns
 StructureBoundError into ImageTooComplexError, a 400). Legitimate files sit far below each bound;
-tests/test_hostile_inputs.py builds a file just over each one.
+tests/service/test_hostile_inputs.py builds a file just over each one.
 """
 
 from __future__ import annotations

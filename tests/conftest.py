@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny deterministic model exported once per session, and app clients."""
+"""Shared fixtures for every tier: a tiny deterministic model exported once per session, app clients, the
+committed model on a loopback server; and the `slow` mark on the system tier."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from fastapi.testclient import TestClient
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 TINY_IMAGE_SIZE = 32
+SYSTEM_TIER = REPO_ROOT / "tests" / "system"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """`slow` is the system tier: every test under tests/system is marked here, and no test is marked by
+    hand (tests/unit/test_tiers.py), so `-m "not slow"` runs the unit and service tiers."""
+    if SYSTEM_TIER in item.path.resolve().parents:
+        item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +102,16 @@ def tiny_pet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     )
     return out
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """KERAS_HOME pointed at an empty folder (no cached ImageNet weights) and CATDOG_OFFLINE unset."""
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.delenv("CATDOG_OFFLINE", raising=False)
+    return home
 
 
 @pytest.fixture

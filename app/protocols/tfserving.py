@@ -1,17 +1,19 @@
 """TensorFlow Serving's REST API (`/v1/models/...`), on the /predict service.
 
-- `GET /v1/models/catdog[/versions/1]`: version status (`model_version_status`)
-- `GET /v1/models/catdog[/versions/1]/metadata`: the `serving_default` signature
-- `POST /v1/models/catdog[/versions/1]:classify|:regress`: 400, as TF Serving answers for a model
-  whose signature is not a classify or regress one
-- `POST /v1/models/catdog[/versions/1]:predict`: row format `{"instances": [...]}` answers
-  `{"predictions": [...]}`, columnar `{"inputs": ...}` answers `{"outputs": {...}}`
+Every route takes the model as TF Serving addresses it: `/v1/models/catdog` (the default version),
+`/v1/models/catdog/versions/{N}` or `/v1/models/catdog/labels/{label}` (serving.json's labels):
+- `GET ...`: version status (`model_version_status`; every version seen, without a version or label)
+- `GET .../metadata`: the `serving_default` signature
+- `POST ...:classify|:regress`: 400, as TF Serving answers for a model whose signature is not a
+  classify or regress one
+- `POST ...:predict`: row format `{"instances": [...]}` answers `{"predictions": [...]}`, columnar
+  `{"inputs": ...}` answers `{"outputs": {...}}`; the version that answered is in `X-Model-Version`
 
 An instance is an encoded image as `{"b64": "..."}` (TF Serving's encoding of binary strings; the input
 is named `image_bytes`, and `{"image_bytes": {"b64": "..."}}` works too) or RGB pixels as a nested
 `[H][W][3]` list of 0..255 integers (input `images`). Every prediction holds `probabilities` (class
 names order), `label`, and for models with a pet head `pet_score` and `is_cat_or_dog`. Errors are
-`{"error": "..."}`. TF Serving numbers versions; this server serves one, version `1`.
+`{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -30,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
-    MODEL_NAME,
     MODEL_VERSION,
     ProtocolError,
     answer,
@@ -41,13 +45,19 @@ from app.protocols.common import (
     probabilities_matrix,
     read_body,
     ready_service,
+    serving,
+    version_not_found,
 )
+from app.repository_config import LABEL_PATTERN
 from app.schemas import BatchPredictionResponse
 from app.service import PredictionService, ServiceState
+from catdog.repository import MODEL_NAME
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
 
 VERSION = MODEL_VERSION
+# Which version answered a :predict (a response header: TF Serving's body has no field for it).
+VERSION_HEADER = "X-Model-Version"
 SIGNATURE = "serving_default"
 BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
@@ -168,34 +178,79 @@ _PREDICT_BODY: dict[str, Any] = {
 
 NameParam = Annotated[str, Path(description="Model name", examples=[MODEL_NAME])]
 VersionParam = Annotated[
-    str, Path(description="Model version: this server serves version 1", examples=[VERSION])
+    str, Path(description="Model version: a loaded version's number", examples=[VERSION])
+]
+LabelParam = Annotated[
+    str, Path(description="Version label, from the repository's serving.json", examples=["stable"])
 ]
 
 # --- routes --------------------------------------------------------------------------------------------
 
 
-def _check(request: Request, name: str, version: str | None) -> None:
+@dataclass(frozen=True)
+class Address:
+    """Which version a path names: `/versions/{version}`, `/labels/{label}`, or neither (the default)."""
+
+    name: str
+    version: str | None = None
+    label: str | None = None
+
+    @property
+    def requested(self) -> str | None:
+        return self.version if self.version is not None else self.label
+
+    @property
+    def servable(self) -> str:
+        """As TF Serving names the request in its 404s."""
+        if self.version is not None:
+            return f"Specific({self.name}, {self.version})"
+        if self.label is not None:
+            return f"Labeled({self.name}, {self.label})"
+        return f"Latest({self.name})"
+
+
+def _check(request: Request, address: Address) -> None:
     """TF Serving's 400 for a path its routes do not parse (a model name holds no ':', a version is
-    a number), and its 404 for a model or version it does not serve."""
-    if ":" in name or (version is not None and not version.isdigit()):
+    a number, a label no ':'), and its 404 for a model it does not serve."""
+    if (
+        ":" in address.name
+        or (address.version is not None and not address.version.isdigit())
+        or (address.label is not None and not re.fullmatch(LABEL_PATTERN, address.label))
+    ):
         raise ProtocolError(400, f"Malformed request: {request.method} {request.url.path}")
-    if name != MODEL_NAME or (version is not None and version != VERSION):
-        wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
-        raise ProtocolError(404, f"Servable not found for request: {wanted}")
+    if address.name != MODEL_NAME:
+        raise ProtocolError(404, f"Servable not found for request: {address.servable}")
 
 
-async def _status(request: Request, name: str, version: str | None) -> Response:
-    _check(request, name, version)
+def _service(request: Request, address: Address) -> PredictionService:
+    with version_not_found(f"Servable not found for request: {address.servable}", detail=False):
+        return ready_service(request, address.requested)
+
+
+_STATES = {"LOADING": "LOADING", "AVAILABLE": "AVAILABLE", "UNLOADING": "UNLOADING", "UNAVAILABLE": "END"}
+
+
+async def _status(request: Request, address: Address) -> Response:
+    _check(request, address)
     state: ServiceState = request.app.state.service
-    available = state.ready
+    statuses = [] if state.versions is None else state.versions.index()
+    if address.requested is not None:
+        with version_not_found(f"Servable not found for request: {address.servable}", detail=False):
+            number = ready_service(request, address.requested).version
+        statuses = [status for status in statuses if status.number == number]
     return JSONResponse(
         {
             "model_version_status": [
                 {
-                    "version": VERSION,
-                    "state": "AVAILABLE" if available else "LOADING",
-                    "status": {"error_code": "OK", "error_message": ""},
+                    "version": str(status.number),
+                    "state": _STATES[status.state.value],
+                    "status": (
+                        {"error_code": "UNKNOWN", "error_message": status.reason}
+                        if status.reason.startswith("refused")
+                        else {"error_code": "OK", "error_message": ""}
+                    ),
                 }
+                for status in statuses
             ]
         }
     )
@@ -209,9 +264,9 @@ def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
     }
 
 
-async def _metadata(request: Request, name: str, version: str | None) -> Response:
-    _check(request, name, version)
-    service = ready_service(request)
+async def _metadata(request: Request, address: Address) -> Response:
+    _check(request, address)
+    service = _service(request, address)
     model = service.model
     outputs = {
         "probabilities": _tensor("DT_FLOAT", [-1, len(model.class_names)], "probabilities"),
@@ -231,7 +286,7 @@ async def _metadata(request: Request, name: str, version: str | None) -> Respons
     }
     return JSONResponse(
         {
-            "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": VERSION},
+            "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": str(service.version)},
             # Only what TF Serving's GetModelMetadataResponse holds; the rest is at /metadata.
             "metadata": {
                 "signature_def": {"@type": SIGNATURE_DEF_MAP_TYPE, "signature_def": {SIGNATURE: signature}}
@@ -265,31 +320,46 @@ _UNSUPPORTED_DOC: dict[str, Any] = {
 }
 
 
-# The :method routes first, so a PUT or DELETE on .../catdog:predict answers 405 `Allow: POST`; a GET
-# reaches the status route, which answers TF Serving's 400 for a path it does not parse.
-@router.post("/{name}:classify", **_UNSUPPORTED_DOC)
-async def classify(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _unsupported(request, name, None, "classify"))
+def _routes(
+    method: str,
+    action: str,
+    names: tuple[str, str, str],
+    doc: dict[str, Any],
+    handler: Callable[[Request, Address], Awaitable[Response]],
+) -> None:
+    """`/{name}<action>`, `/{name}/versions/{version}<action>` and `/{name}/labels/{label}<action>`, as
+    TF Serving addresses a model, each with its path parameters documented."""
+
+    async def default(request: Request, name: NameParam) -> Response:
+        return await answer(lambda: handler(request, Address(name)))
+
+    async def by_version(request: Request, name: NameParam, version: VersionParam) -> Response:
+        return await answer(lambda: handler(request, Address(name, version=version)))
+
+    async def by_label(request: Request, name: NameParam, label: LabelParam) -> Response:
+        return await answer(lambda: handler(request, Address(name, label=label)))
+
+    endpoints: tuple[Callable[..., Awaitable[Response]], ...] = (default, by_version, by_label)
+    for path, endpoint, route_name in zip(
+        ("/{name}", "/{name}/versions/{version}", "/{name}/labels/{label}"),
+        endpoints,
+        names,
+        strict=True,
+    ):
+        router.add_api_route(path + action, endpoint, methods=[method], name=route_name, **doc)
 
 
-@router.post("/{name}/versions/{version}:classify", **_UNSUPPORTED_DOC)
-async def classify_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _unsupported(request, name, version, "classify"))
+async def _classify(request: Request, address: Address) -> Response:
+    return await _unsupported(request, address, "classify")
 
 
-@router.post("/{name}:regress", **_UNSUPPORTED_DOC)
-async def regress(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _unsupported(request, name, None, "regress"))
+async def _regress(request: Request, address: Address) -> Response:
+    return await _unsupported(request, address, "regress")
 
 
-@router.post("/{name}/versions/{version}:regress", **_UNSUPPORTED_DOC)
-async def regress_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _unsupported(request, name, version, "regress"))
-
-
-async def _unsupported(request: Request, name: str, version: str | None, method: str) -> Response:
+async def _unsupported(request: Request, address: Address, method: str) -> Response:
     """TF Serving's answer to :classify or :regress on a model whose signature is a predict one."""
-    _check(request, name, version)
+    _check(request, address)
     kind = "classification" if method == "classify" else "regression"
     raise ProtocolError(
         400,
@@ -297,52 +367,28 @@ async def _unsupported(request: Request, name: str, version: str | None, method:
     )
 
 
-@router.post("/{name}:predict", **_PREDICT_DOC)
-async def predict(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _predict(request, name, None))
-
-
-@router.post("/{name}/versions/{version}:predict", **_PREDICT_DOC)
-async def predict_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _predict(request, name, version))
-
-
-@router.get("/{name}", **_STATUS_DOC)
-async def model_status(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _status(request, name, None))
-
-
-@router.get("/{name}/versions/{version}", **_STATUS_DOC)
-async def model_version_status(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _status(request, name, version))
-
-
-@router.get("/{name}/metadata", **_METADATA_DOC)
-async def model_metadata(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _metadata(request, name, None))
-
-
-@router.get("/{name}/versions/{version}/metadata", **_METADATA_DOC)
-async def model_version_metadata(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _metadata(request, name, version))
-
-
 # --- predict ---------------------------------------------------------------------------------------------
 
 
-async def _predict(request: Request, name: str, version: str | None) -> Response:
+async def _predict(request: Request, address: Address) -> Response:
     started = time.perf_counter()
-    _check(request, name, version)
-    service = ready_service(request)
+    _check(request, address)
+    service = _service(request, address)
     body = await read_body(request, body_limit(service))
-    # Parsing and decoding a big body take a while: in a worker thread. json.loads holds the GIL while
-    # it runs, so it is check_json_structure's bound that keeps the event loop responsive.
-    row, images = await asyncio.to_thread(_decode, body, service.settings.max_batch_files)
-    if isinstance(images, np.ndarray):
-        result = await service.predict_arrays(images, started)
-    else:
-        result = await predict_encoded(service, images, started, "instances")
-    return _answer(service, result, row)
+    # Held until the answer is made: a version being swapped out finishes the requests it took.
+    not_found = f"Servable not found for request: {address.servable}"
+    with version_not_found(not_found, detail=False), serving(request, address.requested) as service:
+        # Parsing and decoding a big body take a while: in a worker thread. json.loads holds the GIL
+        # while it runs, so it is check_json_structure's bound that keeps the event loop responsive.
+        row, images = await asyncio.to_thread(_decode, body, service.settings.max_batch_files)
+        if isinstance(images, np.ndarray):
+            result = await service.predict_arrays(images, started)
+        else:
+            result = await predict_encoded(service, images, started, "instances")
+        response = _answer(service, result, row)
+        # TF Serving's answer has no place for it; /predict and V2 carry it in the body.
+        response.headers[VERSION_HEADER] = str(service.version)
+        return response
 
 
 def _max_objects(limit: int) -> int:
@@ -465,3 +511,19 @@ def _answer(service: PredictionService, result: BatchPredictionResponse, row: bo
         {name: column[index] for name, column in columns.items()} for index in range(len(result.predictions))
     ]
     return JSONResponse({"predictions": predictions})
+
+
+# The :method routes first, so a PUT or DELETE on .../catdog:predict answers 405 `Allow: POST`; a GET
+# reaches the status route, which answers TF Serving's 400 for a path it does not parse.
+# Route names (and so OpenAPI operation ids): default, by version, by label.
+_routes("POST", ":classify", ("classify", "classify_version", "classify_label"), _UNSUPPORTED_DOC, _classify)
+_routes("POST", ":regress", ("regress", "regress_version", "regress_label"), _UNSUPPORTED_DOC, _regress)
+_routes("POST", ":predict", ("predict", "predict_version", "predict_label"), _PREDICT_DOC, _predict)
+_routes("GET", "", ("model_status", "model_version_status", "model_label_status"), _STATUS_DOC, _status)
+_routes(
+    "GET",
+    "/metadata",
+    ("model_metadata", "model_version_metadata", "model_label_metadata"),
+    _METADATA_DOC,
+    _metadata,
+)

@@ -1,8 +1,9 @@
 """KServe's Open Inference Protocol (V2, Triton's HTTP/REST protocol), on the /predict service.
 
 Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
-`.../ready`, and `POST .../infer`. One model, `catdog`, version `1` (as on the TF Serving
-routes); the model's own version is in the model metadata's `parameters`.
+`.../ready`, and `POST .../infer`. One model, `catdog`; its versions are the repository's (1 for a single
+export), as on the TF Serving routes; without `/versions/{v}` the default version answers. A
+version's own descriptive version is in the model metadata's `parameters`.
 
 Inputs (one per request):
 - `image`, BYTES, shape [N] (or any shape of N elements): encoded images (JPEG, PNG, ...). In JSON
@@ -39,7 +40,6 @@ from pydantic.json_schema import SkipJsonSchema
 
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
-    MODEL_NAME,
     MODEL_VERSION,
     ProtocolError,
     answer,
@@ -48,13 +48,17 @@ from app.protocols.common import (
     check_json_structure,
     check_model,
     inline_schema,
+    loaded_versions,
     predict_encoded,
     probabilities_matrix,
     read_body,
     ready_service,
+    serving,
+    version_not_found,
 )
 from app.schemas import BatchPredictionResponse
 from app.service import PredictionService, ServiceState
+from catdog.repository import MODEL_NAME
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
 
@@ -240,13 +244,20 @@ _INFER_BODY: dict[str, Any] = {
 
 NameParam = Annotated[str, Path(description="Model name", examples=[MODEL_NAME])]
 VersionParam = Annotated[
-    str, Path(description="Model version: this server serves version 1", examples=[MODEL_VERSION])
+    str,
+    Path(
+        description="Model version: a loaded version's number (see the metadata's `versions`)",
+        examples=[MODEL_VERSION],
+    ),
 ]
 
 
 @router.get("", summary="Server metadata", response_model=ServerMetadataResponse)
 async def server_metadata(request: Request) -> ServerMetadataResponse:
-    return ServerMetadataResponse(name=MODEL_NAME, version=request.app.version, extensions=EXTENSIONS)
+    state: ServiceState = request.app.state.service
+    # The repository extension is there only when a control token turns it on.
+    extensions = EXTENSIONS + (["model_repository"] if state.settings.control_token is not None else [])
+    return ServerMetadataResponse(name=MODEL_NAME, version=request.app.version, extensions=extensions)
 
 
 @router.get("/health/live", summary="Server liveness", response_model=Live)
@@ -268,7 +279,7 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": False}, status_code=503, headers=retry)
 
 
-def _model_metadata(service: PredictionService) -> V2ModelMetadataResponse:
+def _model_metadata(service: PredictionService, versions: list[str]) -> V2ModelMetadataResponse:
     model = service.model
     outputs = [
         TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(model.class_names)]),
@@ -281,7 +292,7 @@ def _model_metadata(service: PredictionService) -> V2ModelMetadataResponse:
         ]
     return V2ModelMetadataResponse(
         name=MODEL_NAME,
-        versions=[MODEL_VERSION],
+        versions=versions,
         platform="tensorflow_savedmodel",
         inputs=[
             TensorMetadata(name=BYTES_INPUT, datatype="BYTES", shape=[-1]),
@@ -292,15 +303,22 @@ def _model_metadata(service: PredictionService) -> V2ModelMetadataResponse:
     )
 
 
+def _not_found(name: str, version: str | None) -> str:
+    return f"model not found: '{name}' version '{version}'"
+
+
 async def _metadata(request: Request, name: str, version: str | None) -> Response:
-    service = ready_service(request)
     check_model(name, version, "model")
-    return JSONResponse(_model_metadata(service).model_dump())
+    with version_not_found(_not_found(name, version)):
+        service = ready_service(request, version)
+    versions = [str(live.number) for live in loaded_versions(request)]
+    return JSONResponse(_model_metadata(service, versions).model_dump())
 
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
-    ready_service(request)  # 503 until the model is loaded
     check_model(name, version, "model")
+    with version_not_found(_not_found(name, version)):
+        ready_service(request, version)  # 503 until a version is loaded
     return JSONResponse({"name": name, "ready": True})
 
 
@@ -364,19 +382,23 @@ async def infer_version(request: Request, name: NameParam, version: VersionParam
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     started = time.perf_counter()
-    service = ready_service(request)
     check_model(name, version, "model")
+    not_found = _not_found(name, version)
+    with version_not_found(not_found):
+        service = ready_service(request, version)
     body = await read_body(request, body_limit(service))
-    # Parsing and splitting a big body take a while: in a worker thread. The JSON parsers hold the GIL
-    # while they run, so it is check_json_structure's bound that keeps the event loop responsive.
-    document, wanted, tensor = await asyncio.to_thread(
-        _decode, body, request.headers.get(HEADER_LENGTH), service
-    )
-    if isinstance(tensor, np.ndarray):
-        result = await service.predict_arrays(tensor, started)
-    else:
-        result = await predict_encoded(service, tensor, started, BYTES_INPUT)
-    return _response(document, service, result, wanted)
+    # Held until the answer is made: a version being swapped out finishes the requests it took.
+    with version_not_found(not_found), serving(request, version) as service:
+        # Parsing and splitting a big body take a while: in a worker thread. The JSON parsers hold the
+        # GIL while they run, so it is check_json_structure's bound that keeps the event loop responsive.
+        document, wanted, tensor = await asyncio.to_thread(
+            _decode, body, request.headers.get(HEADER_LENGTH), service
+        )
+        if isinstance(tensor, np.ndarray):
+            result = await service.predict_arrays(tensor, started)
+        else:
+            result = await predict_encoded(service, tensor, started, BYTES_INPUT)
+        return _response(document, service, result, wanted)
 
 
 def _decode(
@@ -603,7 +625,7 @@ def _response(
                 value.reshape(-1).tolist() if datatype != "FP32" else _floats(name, result, classes)
             )
         outputs.append(output)
-    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": MODEL_VERSION}
+    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": str(service.version)}
     if document.id is not None:
         payload["id"] = document.id
     payload["outputs"] = outputs

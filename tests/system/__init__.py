@@ -1,0 +1,1 @@
+"""System tier: real servers as subprocesses, real training, Chromium, Docker, long runs (all `slow`)."""
