@@ -15,20 +15,12 @@
 
 It also answers HEAD on every GET route (as GET; uvicorn leaves the body out), which FastAPI's
 GET routes do not do by themselves.
-
-`DecodeBudget` bounds the memory of concurrent image decodes: each decode holds its estimated
-bytes (`catdog.imaging.decode_cost`) while it runs, and waits (first come, first served) while the
-budget is spent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.responses import Response
@@ -40,112 +32,6 @@ logger = logging.getLogger("catdog.admission")
 
 # Methods that carry work; GET /healthz, /readyz, /metrics and /docs are never shed.
 _GUARDED_METHODS = frozenset({"POST", "PUT"})
-
-
-class DecodeBudget:
-    """A byte-weighted semaphore: `async with budget.hold(n)` waits until n bytes are free.
-
-    A worker thread that has just read an image's header may also `try_take(n)` without waiting
-    (the one-hop decode in app/service.py); the bytes it got go back with `release_from_thread`.
-    A lock guards the count because of those threads; waiters are only ever woken on the event
-    loop, where their futures live.
-    """
-
-    def __init__(self, capacity: int, registry: CollectorRegistry | None = None) -> None:
-        if capacity < 1:
-            raise ValueError("the decode budget must be positive")
-        self.capacity = capacity
-        self.used = 0
-        self._lock = threading.Lock()
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._gauge = (
-            Gauge(
-                "catdog_decode_bytes_in_use",
-                "Estimated bytes of the images being decoded now (CATDOG_DECODE_MEMORY_BYTES bounds it).",
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
-
-    def clamp(self, nbytes: int) -> int:
-        """What holding `nbytes` takes: at least 1 byte, at most the whole budget."""
-        return min(max(nbytes, 1), self.capacity)
-
-    def try_take(self, nbytes: int) -> bool:
-        """Take `clamp(nbytes)` now if that needs no wait (nobody queued, enough free); any thread."""
-        nbytes = self.clamp(nbytes)
-        with self._lock:
-            if not self._free_for(nbytes):
-                return False
-            self._add(nbytes)
-            return True
-
-    def release_from_thread(self, nbytes: int, loop: asyncio.AbstractEventLoop) -> None:
-        """Give back what `try_take(nbytes)` took, from the worker thread. The event loop is woken
-        only when someone waits for bytes: a lone request's model call, which comes next in that
-        thread, then runs with nothing else on the CPU."""
-        nbytes = self.clamp(nbytes)
-        with self._lock:
-            if not self._waiters:
-                self._add(-nbytes)
-                return
-        loop.call_soon_threadsafe(self._release, nbytes)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, nbytes: int) -> AsyncIterator[None]:
-        nbytes = self.clamp(nbytes)
-        with self._lock:
-            granted = self._free_for(nbytes)
-            if granted:
-                self._add(nbytes)
-            else:
-                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                entry = (nbytes, future)
-                self._waiters.append(entry)
-        if not granted:
-            try:
-                await future
-            except BaseException:
-                if future.done() and not future.cancelled():
-                    self._release(nbytes)  # granted just as we were cancelled: give it back
-                else:
-                    with self._lock, contextlib.suppress(ValueError):
-                        self._waiters.remove(entry)
-                    self._wake()
-                raise
-        try:
-            yield
-        finally:
-            self._release(nbytes)
-
-    def _free_for(self, nbytes: int) -> bool:  # with the lock held
-        """Nobody queued ahead, and room for `nbytes` now."""
-        return not self._waiters and self.used + nbytes <= self.capacity
-
-    def _add(self, nbytes: int) -> None:  # with the lock held; negative gives bytes back
-        self.used += nbytes
-        if self._gauge is not None:
-            self._gauge.set(self.used)
-
-    def _release(self, nbytes: int) -> None:
-        with self._lock:
-            self._add(-nbytes)
-        self._wake()
-
-    def _wake(self) -> None:
-        # First come, first served: a large decode at the head is not overtaken by small ones.
-        with self._lock:
-            while self._waiters:
-                nbytes, future = self._waiters[0]
-                if future.done():
-                    self._waiters.popleft()
-                    continue
-                if self.used + nbytes > self.capacity:
-                    return
-                self._waiters.popleft()
-                self._add(nbytes)
-                future.set_result(None)
 
 
 class AdmissionController:

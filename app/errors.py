@@ -1,23 +1,25 @@
-"""One JSON error shape for every failure: {"error": {"code", "message", "details"?}, "request_id"}.
+"""One error model for every front: `APIError` and its domain subclasses, rendered in the shape of
+the front that owns the request's path (app/fronts.py).
 
-The exception is the paths of the protocols other clients speak (app/protocols: KServe V2 under /v2,
-TF Serving under /v1/models/): their clients read `{"error": "<message>"}`, so every error on those
-paths has that shape, those raised before a protocol handler runs (size limit, admission, routing)
-included.
+The HTTP API's shape is `{"error": {"code", "message", "details"?}, "request_id"}`; the protocols
+other clients speak (KServe V2 under /v2, TF Serving under /v1/models/) answer `{"error": "<message>"}`.
+Every error on a front's paths has its shape, those raised before a handler runs (size limit,
+admission, routing, 405, 422) included.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 
 from app.logs import current_request_id
 
@@ -25,7 +27,8 @@ logger = logging.getLogger("catdog.errors")
 
 
 class APIError(Exception):
-    """An error the client can act on; rendered as JSON with its own status code."""
+    """An error the client can act on: its status code, a stable `code`, a message, optional details
+    and headers (Retry-After, ...). Each front renders it in its own shape."""
 
     def __init__(
         self,
@@ -43,16 +46,104 @@ class APIError(Exception):
         self.headers = headers
 
 
+# --- what the service raises, whichever front the request came in by ----------------------------
+
+
+class InvalidRequestError(APIError):
+    """400 `invalid_request`: a request the service cannot use (bad JSON, tensor, base64, ...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_request", message)
+
+
+class InvalidImageError(APIError):
+    """400: bytes that are no image the service decodes, or none at all."""
+
+    def __init__(self, code: Literal["undecodable_image", "empty_image"], message: str) -> None:
+        super().__init__(400, code, message)
+
+
+class TooLargeError(APIError):
+    """413: an image over the pixel or decode-memory limit, or bytes over a size limit."""
+
+    def __init__(
+        self, code: Literal["image_too_large", "payload_too_large"], message: str, details: Any = None
+    ) -> None:
+        super().__init__(413, code, message, details)
+
+
+class TooManyFilesError(APIError):
+    """413 `too_many_files`: more images in one request than CATDOG_MAX_BATCH_FILES."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            413, "too_many_files", f"{count} images sent, over the limit of {limit}", {"max_files": limit}
+        )
+
+
+class ModelNotFoundError(APIError):
+    """404 `model_not_found`: a protocol request names a model this server does not serve."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, "model_not_found", message)
+
+
+class UnknownVersionError(APIError):
+    """404 `version_not_found`: no such model version or label is loaded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, "version_not_found", message)
+
+
+class RetryLaterError(APIError):
+    """A 503 with `Retry-After`: the client should come back in `retry_after_s` seconds."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
+        super().__init__(503, code, message, headers={"Retry-After": str(retry_after_s)})
+
+
+class OverloadedError(RetryLaterError):
+    """503 `overloaded`: at capacity (the batcher's queue is full)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__("overloaded", message, retry_after_s)
+
+
+class ServiceNotReadyError(RetryLaterError):
+    """503 `not_ready`: no model loaded and warmed up yet, or shutting down."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__("not_ready", message, retry_after_s)
+
+
+class InferenceFailedError(APIError):
+    """500 `inference_failed`: the model call failed; the model's own error is not leaked."""
+
+    def __init__(self) -> None:
+        super().__init__(500, "inference_failed", "the model failed on this request")
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The HTTP API's shape."""
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
     return {"error": error, "request_id": current_request_id()}
 
 
-def speaks_protocol(path: str) -> bool:
-    """Is `path` a KServe V2 or TF Serving route, whose clients expect `{"error": "<message>"}`?"""
-    return path == "/v2" or path.startswith(("/v2/", "/v1/models/"))
+def render(error: APIError, path: str | None = None) -> JSONResponse:
+    """`error` as JSON in the shape of the front that owns `path` (the HTTP API's without one)."""
+    from app.fronts import front_of  # the fronts' routers import this module
+
+    body = (
+        error_body(error.code, error.message, error.details)
+        if path is None
+        else front_of(path).error_body(error)
+    )
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def error_response(
@@ -64,10 +155,8 @@ def error_response(
     *,
     path: str | None = None,
 ) -> JSONResponse:
-    """The error as JSON; `path`: the request's, so a protocol route gets its protocol's shape."""
-    if path is not None and speaks_protocol(path):
-        return JSONResponse({"error": message}, status_code=status_code, headers=headers)
-    return JSONResponse(error_body(code, message, details), status_code=status_code, headers=headers)
+    """The error as JSON; `path`: the request's, so each front's paths get its shape."""
+    return render(APIError(status_code, code, message, details, dict(headers) if headers else None), path)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -78,21 +167,30 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:
-    """Every method some route takes at this path: Starlette's 405 names only the first route's,
-    and a path can have one route per method (/v2/repository/index: GET and POST)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
+    """The methods documented for this path's template: Starlette's 405 names only the first matching
+    route's, and a template can have one route per method (/v2/repository/index: GET and POST). Where
+    several templates match (`/v1/models/{name}` also matches `catdog:predict`), the most literal one."""
+    path = request.url.path
+    matching = [
+        (sum(len(part) for part in re.split(r"{[^}]*}", template)), operations)
+        for template, operations in app.openapi().get("paths", {}).items()
+        if compile_path(template)[0].match(path)
+    ]
+    if not matching:
+        return ""
+    methods = {method.upper() for method in max(matching, key=lambda entry: entry[0])[1]}
+    if "GET" in methods:
+        methods.add("HEAD")  # answered on every GET route (app/admission.py)
+    return ", ".join(method for method in _METHODS if method in methods)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(
-            exc.status_code, exc.code, exc.message, exc.details, exc.headers, path=request.url.path
-        )
+        return render(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,23 +5,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from app import openapi, web
+from app import fronts, openapi, web
 from app.admission import AdmissionController, AdmissionMiddleware
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.model_versions import ModelSource, ModelVersions
-from app.protocols import repository, tfserving, v2
-from app.routes import router
 from app.service import ServiceState
 from app.settings import Settings, get_settings
-from catdog.cpus import process_cpus
 from catdog.runtimes import log_tensorflow_device, runtime_thread_count
 from catdog.saved_model import ExportedModel, load_exported_model
 
@@ -77,12 +73,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "CATDOG_PET_THRESHOLD is ignored: this model has no pet_score output",
             extra={"pet_threshold": settings.pet_threshold, "model_version": model.version},
         )
-    # ThreadPoolExecutor's default size, min(32, CPUs + 4), but counting the CPUs of the container's
-    # quota, not the node's: decoding is CPU work, and the decode budget bounds its memory.
-    decode_threads = min(32, process_cpus().count + 4)
-    decode_pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="catdog-decode")
+    state.decoder.start()
     threads = runtime_thread_count()
-    state.versions, state.decode_pool = versions, decode_pool
+    state.versions = versions
     logger.info(
         "ready",
         extra={
@@ -97,7 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "max_wait_ms": settings.max_wait_ms,
             "runtime_threads": threads.count,
             "runtime_threads_source": threads.source,
-            "decode_threads": decode_threads,
+            "decode_threads": state.decoder.threads,
         },
     )
     try:
@@ -105,8 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         state.versions = None
         await versions.close()
-        decode_pool.shutdown(wait=False, cancel_futures=True)
-        state.decode_pool = None
+        state.decoder.close()
         logger.info("stopped")
 
 
@@ -130,14 +122,12 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     )
     app.state.service = ServiceState(settings=settings, metrics=metrics, preloaded=model)
     install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(v2.router)
-    app.include_router(repository.router)
-    app.include_router(tfserving.router)
-    app.include_router(web.router)  # the page at GET /
+    for front in fronts.FRONTS:
+        for router in front.routers:
+            app.include_router(router)
     app.mount(web.ASSETS_URL, web.assets(), name="web")
     openapi.install_docs(app)
-    openapi.install_schema(app)
+    openapi.install_schema(app, lambda path: fronts.front_of(path).sends_validation_errors)
     # Added last = runs first. Outermost, every response gets a request id and an access log line;
     # then every request is counted and timed, a 413 from the size limit included.
     # Innermost: admission control and the body read deadline for POSTs (app/admission.py).
@@ -148,12 +138,7 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
         body_timeout_s=settings.body_timeout_seconds,
         retry_after_s=settings.retry_after_seconds,
     )
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        single_limit=settings.max_upload_bytes,
-        batch_limit=settings.max_batch_request_bytes,
-        default_limit=1024 * 1024,
-    )
+    app.add_middleware(BodySizeLimitMiddleware, limit_of=functools.partial(fronts.body_limit, settings))
     metrics.instrument(app)
     app.add_middleware(RequestContextMiddleware)
     return app

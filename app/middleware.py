@@ -9,10 +9,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import APIError, error_response
+from app.errors import TooLargeError, error_response
 from app.logs import set_request_id
 
 access_logger = logging.getLogger("catdog.access")
@@ -23,8 +24,6 @@ REQUEST_ID_HEADER = "x-request-id"
 SECURITY_HEADERS = (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"))
 _SECURITY_HEADERS_RAW = tuple((name.encode(), value.encode()) for name, value in SECURITY_HEADERS)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Room for multipart boundaries and part headers on top of the image bytes.
-_MULTIPART_OVERHEAD = 64 * 1024
 
 
 class RequestContextMiddleware:
@@ -79,33 +78,24 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies over a per-path limit before they are read into memory or spooled.
+    """Refuse request bodies over their path's limit (app/fronts.py) before they are read into memory
+    or spooled.
 
     A declared Content-Length over the limit is answered at once; a chunked body is counted as it
     streams and cut off when it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, single_limit: int, batch_limit: int, default_limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit_of: Callable[[str], int]) -> None:
+        """`limit_of(path)`: the largest body that path takes (app.fronts.body_limit, for the app)."""
         self.app = app
-        self.limits = {
-            "/predict": single_limit + _MULTIPART_OVERHEAD,
-            "/predict/batch": batch_limit + _MULTIPART_OVERHEAD,
-        }
-        self.default_limit = default_limit
-        # The protocols of app/protocols (KServe V2, TF Serving): a batch request, base64 included.
-        self.prefix_limits = {
-            "/v2/models/": batch_limit * 4 // 3 + _MULTIPART_OVERHEAD,
-            "/v1/models/": batch_limit * 4 // 3 + _MULTIPART_OVERHEAD,
-        }
+        self.limit_of = limit_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"].rstrip("/") or "/") or next(
-            (size for prefix, size in self.prefix_limits.items() if scope["path"].startswith(prefix)),
-            self.default_limit,
-        )
+        path = scope["path"]
+        limit = self.limit_of(path)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             response = error_response(
@@ -114,7 +104,7 @@ class BodySizeLimitMiddleware:
                 f"request body of {declared} bytes is over the limit of {limit} bytes for this endpoint",
                 # The client may still be sending; tell it the connection will not be reused.
                 headers={"Connection": "close"},
-                path=scope["path"],
+                path=path,
             )
             await response(scope, receive, send)
             return
@@ -127,8 +117,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise APIError(
-                        413,
+                    raise TooLargeError(
                         "payload_too_large",
                         f"request body is over the limit of {limit} bytes for this endpoint",
                     )

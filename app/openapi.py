@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,7 +21,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from app.errors import speaks_protocol
 from app.schemas import (
     BatchPredictionResponse,
     ErrorResponse,
@@ -180,10 +180,11 @@ METADATA: dict[str, Any] = {
 METRICS: dict[str, Any] = {"tags": ["operations"], "summary": "Prometheus metrics"}
 
 
-def install_schema(app: FastAPI) -> None:
+def install_schema(app: FastAPI, sends_validation_errors: Callable[[str], bool]) -> None:
     """/openapi.json without the 422 `{"detail": ...}` FastAPI adds to every route with parameters, on
-    the protocol routes: their handlers read the body themselves and their path parameters are plain
-    strings, so they never send it (their errors are `{"error": "..."}`, documented per route)."""
+    the paths where `sends_validation_errors(path)` is false: the fronts of app/fronts.py that declare
+    so (the protocols: their handlers read the body themselves, their path parameters are plain
+    strings, and their errors are documented per route)."""
 
     generate = app.openapi
 
@@ -191,7 +192,7 @@ def install_schema(app: FastAPI) -> None:
         if app.openapi_schema is None:
             document = generate()
             for path, operations in document.get("paths", {}).items():
-                if speaks_protocol(path):
+                if not sends_validation_errors(path):
                     for operation in operations.values():
                         operation.get("responses", {}).pop("422", None)
             _drop_unreferenced(document, ("HTTPValidationError", "ValidationError"))

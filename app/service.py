@@ -2,10 +2,9 @@
 
 Every image goes the same way, for /predict and /predict/batch alike:
 
-  decode   bytes -> uint8 RGB array in a worker thread (catdog.imaging, the pipeline training uses):
-           the header first (format, pixel limit after JPEG draft scaling, decode cost in bytes), then
-           the pixels, holding that many bytes of the shared decode budget (app/admission.py) while
-           they are decoded; a bad image is a 400 or 413 naming the file
+  decode   bytes -> uint8 RGB array in a worker thread, within the shared memory budget
+           (app/decoding.py, on catdog.imaging, the pipeline training uses); a bad image is a 400
+           or 413 naming the file
   alone    a lone /predict image, with nothing else queued or being decoded, goes through the model
            in that same thread (DynamicBatcher.try_alone): one thread hop for the whole request
   admit    into the batcher's bounded queue, all of a request's images or none; 503 when full
@@ -21,17 +20,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
-from app.admission import DecodeBudget
 from app.batching import BatcherClosedError, BatchResult, DynamicBatcher, InferenceError, QueueFullError
-from app.errors import APIError
+from app.decoding import Decoded, Decoder
+from app.errors import (
+    APIError,
+    InferenceFailedError,
+    OverloadedError,
+    ServiceNotReadyError,
+    TooLargeError,
+    TooManyFilesError,
+    UnknownVersionError,
+)
 from app.metrics import ServiceMetrics
 from app.model import ImageScores, ServedModel
 from app.model_versions import LiveVersion, ModelVersions, NotReadyError, VersionNotFoundError
@@ -39,22 +44,10 @@ from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, 
 from app.settings import Settings
 from app.uploads import Upload
 from catdog.cpus import process_cpus
-from catdog.imaging import (
-    EmptyImageError,
-    ImageDecodeError,
-    ImageOverBudgetError,
-    ImageTooLargeError,
-    check_decode_budget,
-    model_input_from_image,
-    probe_image,
-)
 from catdog.runtimes import runtime_thread_count
 from catdog.saved_model import ExportedModel
 
-
-def retry_later(code: str, message: str, settings: Settings) -> APIError:
-    """A 503 with `Retry-After`: not ready yet, shutting down, or at capacity."""
-    return APIError(503, code, message, headers={"Retry-After": str(settings.retry_after_seconds)})
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,18 +61,17 @@ class ServiceState:
     preloaded: ExportedModel | None = None
     # The loaded model versions (app/model_versions.py); None until the lifespan has loaded one.
     versions: ModelVersions | None = None
-    # The threads images are decoded in (and a lone image's model call runs in): a plain executor,
-    # not Starlette's anyio thread pool, whose hop costs several times more on the event loop.
-    decode_pool: ThreadPoolExecutor | None = None
-    # Shared by every request: bounds the memory of the images being decoded at once.
-    decode_budget: DecodeBudget = field(init=False)
+    # Shared by every request and every version: the decoding threads and their memory budget.
+    decoder: Decoder = field(init=False)
 
     def __post_init__(self) -> None:
-        self.decode_budget = DecodeBudget(self.settings.decode_memory_bytes, self.metrics.registry)
+        self.decoder = Decoder(
+            self.settings.max_image_pixels, self.settings.decode_memory_bytes, self.metrics.registry
+        )
 
     def ready_service(self) -> PredictionService | None:
         """The readiness check: a default version is loaded and warmed up and its batcher runs."""
-        if self.versions is None or self.decode_pool is None:
+        if self.versions is None or not self.decoder.running:
             return None
         live = self.versions.default
         if live is None or not live.batcher.running:
@@ -111,7 +103,7 @@ class ServiceState:
         except NotReadyError:
             raise self._not_ready() from None
         except VersionNotFoundError as exc:
-            raise APIError(404, "version_not_found", str(exc)) from None
+            raise UnknownVersionError(str(exc)) from None
         try:
             if not live.batcher.running:
                 raise self._not_ready()
@@ -125,24 +117,20 @@ class ServiceState:
         except NotReadyError:
             raise self._not_ready() from None
         except VersionNotFoundError as exc:
-            raise APIError(404, "version_not_found", str(exc)) from None
+            raise UnknownVersionError(str(exc)) from None
 
     def _versions(self) -> ModelVersions:
-        if self.versions is None or self.decode_pool is None:
+        if self.versions is None or not self.decoder.running:
             raise self._not_ready()
         return self.versions
 
     def _service(self, live: LiveVersion) -> PredictionService:
-        assert self.decode_pool is not None
-        return PredictionService(
-            self.settings, live.model, live.batcher, self.decode_budget, self.decode_pool, live.number
-        )
+        return PredictionService(self.settings, live.model, live.batcher, self.decoder, live.number)
 
-    def _not_ready(self) -> APIError:
-        return retry_later(
-            "not_ready",
+    def _not_ready(self) -> ServiceNotReadyError:
+        return ServiceNotReadyError(
             "the model is not loaded and warmed up yet, or the service is shutting down",
-            self.settings,
+            self.settings.retry_after_seconds,
         )
 
 
@@ -154,15 +142,14 @@ class PredictionService:
     settings: Settings
     model: ServedModel
     batcher: DynamicBatcher[ImageScores]
-    decode_budget: DecodeBudget
-    decode_pool: ThreadPoolExecutor
+    decoder: Decoder
     version: int = 1  # the repository version this service answers with
 
     async def predict(self, upload: Upload, started: float) -> PredictionResponse:
         with self.batcher.announce():
             decoded = await self._decode(upload, alone=True)
         # A lone request was answered by the model in its decoding thread (DynamicBatcher.try_alone).
-        result = decoded.alone or (await self._admit_and_batch([decoded.pixels]))[0]
+        result = decoded.then or (await self._admit_and_batch([decoded.pixels]))[0]
         return PredictionResponse(
             **self._describe(result.output),
             version=str(self.version),
@@ -182,7 +169,7 @@ class PredictionService:
         # CPU to the other requests instead of queueing every decode thread behind its own files.
         turns = asyncio.Semaphore(max(1, process_cpus().count - 1))
 
-        async def decode_in_turn(upload: Upload) -> _Decoded:
+        async def decode_in_turn(upload: Upload) -> Decoded[BatchResult[ImageScores]]:
             async with turns:
                 return await self._decode(upload)
 
@@ -247,70 +234,26 @@ class PredictionService:
             "pet_threshold_source": self.model.pet_threshold_source,
         }
 
-    async def _decode(self, upload: Upload, alone: bool = False) -> _Decoded:
-        """Decode off the event loop within the decode budget; a bad image becomes a 400 or 413
-        naming the file. `alone`: also run the model in the same thread if the batcher is idle.
-
-        One hop to a worker thread in the common case: header, budget, pixels (and, alone, the
-        model) all there. Only when the budget is spent does the image wait here, on the event
-        loop, for its bytes, and go back to a thread to be decoded.
-        """
-        name = f"'{upload.filename}'" if upload.filename else "the image"
+    async def _decode(self, upload: Upload, alone: bool = False) -> Decoded[BatchResult[ImageScores]]:
+        """Decode (app/decoding.py); `alone`: also run the model in the decoding thread when the
+        batcher is idle (DynamicBatcher.try_alone)."""
+        then = self.batcher.try_alone if alone else None
         try:
-            loop = asyncio.get_running_loop()
-            first = await loop.run_in_executor(
-                self.decode_pool, self._decode_in_thread, upload.data, alone, loop
-            )
-            if isinstance(first, _Decoded):
-                return first
-            image, cost = first
-            async with self.decode_budget.hold(cost):
-                pixels = await loop.run_in_executor(
-                    self.decode_pool, model_input_from_image, image, self.model.image_size
-                )
-            return _Decoded(pixels, time.perf_counter())
-        except ImageOverBudgetError as exc:
-            raise APIError(
-                413, "image_too_large", f"{name}: {exc}", {"decode_memory_bytes": exc.budget_bytes}
-            ) from exc
-        except ImageTooLargeError as exc:
-            raise APIError(
-                413, "image_too_large", f"{name}: {exc}", {"max_image_pixels": exc.max_pixels}
-            ) from exc
-        except EmptyImageError as exc:
-            raise APIError(400, "empty_image", f"{name}: {exc}") from exc
-        except ImageDecodeError as exc:
-            raise APIError(400, "undecodable_image", f"{name}: {exc}") from exc
-        except InferenceError as exc:  # the lone path's model call (try_alone)
-            raise _inference_failed() from exc
-
-    def _decode_in_thread(
-        self, data: bytes, alone: bool, loop: asyncio.AbstractEventLoop
-    ) -> _Decoded | tuple[Image.Image, int]:
-        """In a worker thread: the decoded image, or (header, cost) when the budget must be waited for."""
-        size = self.model.image_size
-        # Header only: cheap, and nothing is allocated for the pixels yet.
-        image = probe_image(data, self.settings.max_image_pixels, (size, size))
-        cost = check_decode_budget(image, self.decode_budget.capacity)
-        if not self.decode_budget.try_take(cost):
-            return image, cost
-        try:
-            pixels = model_input_from_image(image, size)
-        finally:
-            self.decode_budget.release_from_thread(cost, loop)
-        decoded = time.perf_counter()
-        result = self.batcher.try_alone(pixels) if alone else None
-        return _Decoded(pixels, decoded, result)
+            return await self.decoder.decode(upload.data, self.model.image_size, upload.filename, then)
+        except InferenceError as exc:  # the lone path's model call
+            raise InferenceFailedError() from exc
 
     async def _admit_and_batch(self, images: list[np.ndarray]) -> list[BatchResult[ImageScores]]:
         try:
             return await self.batcher.submit_many(images)
         except QueueFullError as exc:
-            raise retry_later("overloaded", f"the service is at capacity: {exc}", self.settings) from exc
+            raise OverloadedError(
+                f"the service is at capacity: {exc}", self.settings.retry_after_seconds
+            ) from exc
         except BatcherClosedError as exc:
-            raise retry_later("not_ready", str(exc), self.settings) from exc
+            raise ServiceNotReadyError(str(exc), self.settings.retry_after_seconds) from exc
         except InferenceError as exc:
-            raise _inference_failed() from exc
+            raise InferenceFailedError() from exc
 
     def _describe(self, scores: ImageScores) -> dict[str, Any]:
         """A `Prediction`'s fields, for the response models to validate once (no intermediate model)."""
@@ -343,12 +286,9 @@ class PredictionService:
         count, height, width = (int(dim) for dim in images.shape[:3])
         limit = self.settings.max_batch_files
         if count > limit:
-            raise APIError(
-                413, "too_many_files", f"{count} images sent, over the limit of {limit}", {"max_files": limit}
-            )
+            raise TooManyFilesError(count, limit)
         if height * width > self.settings.max_image_pixels:
-            raise APIError(
-                413,
+            raise TooLargeError(
                 "image_too_large",
                 f"image is {width}x{height} = {width * height} pixels, over the limit of "
                 f"{self.settings.max_image_pixels} pixels",
@@ -357,15 +297,8 @@ class PredictionService:
         size = self.model.image_size
         rows = list(images)
         if (height, width) != (size, size):
-            from PIL import Image
-
-            def squash(pixels: np.ndarray) -> np.ndarray:
-                resized = Image.fromarray(pixels, "RGB").resize((size, size), Image.Resampling.BILINEAR)
-                return np.asarray(resized, dtype=np.uint8)
-
             with self.batcher.announce(count):
-                loop = asyncio.get_running_loop()
-                rows = await loop.run_in_executor(self.decode_pool, lambda: [squash(row) for row in rows])
+                rows = await self.decoder.squash(rows, size)
         results = await self._admit_and_batch(rows)
         return BatchPredictionResponse(
             predictions=[
@@ -378,19 +311,7 @@ class PredictionService:
         )
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    pixels: np.ndarray  # uint8 [size, size, 3]
-    at: float  # time.perf_counter() when decoding ended
-    alone: BatchResult[ImageScores] | None = None  # the model's answer, when it ran in the same thread
-
-
-def _inference_failed() -> APIError:
-    """The model call failed, batched or alone: a 500 that does not leak the model's error."""
-    return APIError(500, "inference_failed", "the model failed on this request")
-
-
-def _image_or_raise(outcome: _Decoded | BaseException) -> _Decoded:
+def _image_or_raise(outcome: Decoded[T] | BaseException) -> Decoded[T]:
     """A decoded image, or the unexpected error its decoding raised (a bug, not a bad file)."""
     if isinstance(outcome, BaseException):
         raise outcome

@@ -1,22 +1,33 @@
-"""What both protocols share: the served model's name, readiness, and errors as `{"error": "..."}`."""
+"""What both protocols share: the served model's name and readiness, reading and checking bodies.
+
+Their errors are app/errors.py's, raised like any other; the fronts (app/fronts.py) render them as
+`{"error": "..."}` with the status codes and `Retry-After` of /predict (400, 413, 503, ...).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from app.errors import APIError
+from app.errors import (
+    APIError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    TooLargeError,
+    TooManyFilesError,
+    UnknownVersionError,
+)
 from app.model_versions import LiveVersion
 from app.schemas import BatchPredictionResponse
 from app.service import PredictionService, ServiceState
+from app.settings import Settings
 from app.uploads import Upload, check_size
 from catdog.repository import MODEL_NAME, version_of
 
@@ -31,36 +42,10 @@ EXAMPLE_PNG_B64 = (
 )
 
 
-class ProtocolError(Exception):
-    """An error rendered the way these protocols do: the status code and `{"error": message}`."""
-
-    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.headers = headers
-
-
-def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
-
-
-async def answer(call: Callable[[], Awaitable[Response]]) -> Response:
-    """Run a protocol handler; every error it meets, ours included, leaves as `{"error": "..."}`.
-
-    Status codes and `Retry-After` are those of /predict (400, 413, 503, ...).
-    """
-    try:
-        return await call()
-    except ProtocolError as exc:
-        return error_response(exc.status_code, exc.message, exc.headers)
-    except APIError as exc:
-        return error_response(exc.status_code, exc.message, exc.headers)
-
-
 def ready_service(request: Request, version: str | None = None) -> PredictionService:
-    """The service answering with `version` (None: the default); 503 until ready, `not_found` (a
-    ProtocolError raised by the caller's `not_found`) when that version is not loaded."""
+    """The service answering with `version` (None: the default); 503 until ready, 404
+    `UnknownVersionError` when that version is not loaded (`version_not_found` gives it the protocol's
+    message)."""
     state: ServiceState = request.app.state.service
     return state.require_ready(version)
 
@@ -82,21 +67,19 @@ def loaded_versions(request: Request) -> list[LiveVersion]:
 def check_model(name: str, version: str | None, what: str) -> None:
     """404 unless `name` is the served model and `version`, when given, is a version number."""
     if name != MODEL_NAME:
-        raise ProtocolError(404, f"{what} not found: '{name}' (this server serves '{MODEL_NAME}')")
+        raise ModelNotFoundError(f"{what} not found: '{name}' (this server serves '{MODEL_NAME}')")
     if version is not None and version_of(version) is None:
-        raise ProtocolError(404, f"{what} not found: '{name}' version '{version}' (versions are numbers)")
+        raise UnknownVersionError(f"{what} not found: '{name}' version '{version}' (versions are numbers)")
 
 
 @contextmanager
 def version_not_found(message: str, detail: bool = True) -> Iterator[None]:
-    """A `version_not_found` APIError from the block, as this protocol's 404 `message` (followed by
-    what is loaded, when `detail`)."""
+    """The service's `UnknownVersionError` from the block, with this protocol's 404 `message` instead
+    (followed by the service's, which says what is loaded, when `detail`)."""
     try:
         yield
-    except APIError as exc:
-        if exc.code == "version_not_found":
-            raise ProtocolError(404, f"{message} ({exc.message})" if detail else message) from None
-        raise
+    except UnknownVersionError as exc:
+        raise UnknownVersionError(f"{message} ({exc.message})" if detail else message) from None
 
 
 async def read_body(request: Request, max_bytes: int) -> bytearray:
@@ -104,7 +87,11 @@ async def read_body(request: Request, max_bytes: int) -> bytearray:
     (what tritonclient's `request_compression_algorithm` sends); 413 as soon as it passes `max_bytes`."""
     encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
     if encoding not in ("identity", "gzip", "deflate"):
-        raise ProtocolError(415, f"unsupported Content-Encoding '{encoding}': send identity, gzip or deflate")
+        raise APIError(
+            415,
+            "unsupported_content_encoding",
+            f"unsupported Content-Encoding '{encoding}': send identity, gzip or deflate",
+        )
     inflater = None if encoding == "identity" else zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     body = bytearray()
     async for chunk in request.stream():
@@ -116,9 +103,9 @@ async def read_body(request: Request, max_bytes: int) -> bytearray:
             await asyncio.to_thread(_inflate_into, body, inflater, chunk, max_bytes, encoding)
         if len(body) > max_bytes:
             what = "request body" if inflater is None else "inflated request body"
-            raise ProtocolError(413, f"the {what} is over the limit of {max_bytes} bytes")
+            raise TooLargeError("payload_too_large", f"the {what} is over the limit of {max_bytes} bytes")
     if inflater is not None and not inflater.eof:
-        raise ProtocolError(400, f"the {encoding} body is truncated")
+        raise InvalidRequestError(f"the {encoding} body is truncated")
     return body
 
 
@@ -135,7 +122,7 @@ def _inflate_into(
         try:
             output = inflater.decompress(data, step)
         except zlib.error as exc:
-            raise ProtocolError(400, f"the {encoding} body cannot be inflated: {exc}") from exc
+            raise InvalidRequestError(f"the {encoding} body cannot be inflated: {exc}") from exc
         body += output
         data = inflater.unconsumed_tail
         # A full step may leave output inside zlib even with the input all consumed: ask again.
@@ -178,28 +165,32 @@ def check_json_structure(
     base64 has none.
     """
     if document.count(b",") > MAX_JSON_VALUES:
-        raise ProtocolError(
-            413,
+        raise TooLargeError(
+            "payload_too_large",
             f"the JSON body holds more than {MAX_JSON_VALUES} values: send pixel tensors as binary data "
             "(V2) or images as encoded bytes",
         )
     objects = document.count(b"{")
     if objects > max_objects:
-        raise ProtocolError(
-            objects_status,
+        message = (
             f"the JSON body holds {objects} objects, more than a request of at most {max_images} images "
-            f"needs ({max_objects})",
+            f"needs ({max_objects})"
+        )
+        raise (
+            InvalidRequestError(message)
+            if objects_status == 400
+            else TooLargeError("payload_too_large", message)
         )
     arrays = document.count(b"[")
     max_arrays = json_arrays_limit(max_images)
     if arrays > max_arrays:
-        raise ProtocolError(
-            413,
+        raise TooLargeError(
+            "payload_too_large",
             f"the JSON body holds {arrays} arrays, more than a request of at most {max_images} images "
             f"needs ({max_arrays})",
         )
     if objects + arrays > MAX_JSON_DEPTH and _json_depth(document) > MAX_JSON_DEPTH:
-        raise ProtocolError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidRequestError(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _json_depth(document: bytes | bytearray) -> int:
@@ -223,9 +214,10 @@ def _json_depth(document: bytes | bytearray) -> int:
     return deepest
 
 
-def body_limit(service: PredictionService) -> int:
-    """Largest (inflated) protocol body: a full batch request, base64 included."""
-    return service.settings.max_batch_request_bytes * 4 // 3 + 64 * 1024
+def body_limit(settings: Settings) -> int:
+    """Largest protocol body, on the wire and inflated: a full batch request, base64 included (the
+    limit app/fronts.py declares for the inference routes; their handlers apply it to what inflates)."""
+    return settings.max_batch_request_bytes * 4 // 3 + 64 * 1024
 
 
 async def predict_encoded(
@@ -234,9 +226,9 @@ async def predict_encoded(
     """Encoded images (JPEG, PNG, ...) through /predict/batch's path: size limits, decode, batcher."""
     limit = service.settings.max_batch_files
     if not images:
-        raise ProtocolError(400, f"{what} holds no images")
+        raise InvalidRequestError(f"{what} holds no images")
     if len(images) > limit:
-        raise ProtocolError(413, f"{len(images)} images sent, over the limit of {limit}")
+        raise TooManyFilesError(len(images), limit)
     uploads = [
         Upload(f"{what}[{index}]", "application/octet-stream", data) for index, data in enumerate(images)
     ]
@@ -250,14 +242,14 @@ def as_uint8_tensor(values: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(values)
     except (ValueError, TypeError) as exc:
-        raise ProtocolError(400, f"{what} is not a regular nested list of numbers: {exc}") from exc
+        raise InvalidRequestError(f"{what} is not a regular nested list of numbers: {exc}") from exc
     if array.dtype == np.bool_ or array.dtype.kind not in "iu":
         if array.size == 0:
             array = array.astype(np.int64)
         else:
-            raise ProtocolError(400, f"{what} must hold integers 0..255, got {_kind(array)}")
+            raise InvalidRequestError(f"{what} must hold integers 0..255, got {_kind(array)}")
     if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
-        raise ProtocolError(400, f"{what} must hold integers 0..255, got values outside that range")
+        raise InvalidRequestError(f"{what} must hold integers 0..255, got values outside that range")
     return array.astype(np.uint8)
 
 

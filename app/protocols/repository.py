@@ -23,8 +23,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.errors import APIError, InvalidRequestError, ServiceNotReadyError
 from app.model_versions import ModelVersions, VersionState
-from app.protocols.common import ProtocolError, answer, check_model, read_body
+from app.protocols.common import check_model, read_body
 from app.repository_config import ServingConfigError, parse_serving_config
 from app.service import ServiceState
 from catdog.repository import MODEL_NAME
@@ -86,18 +87,24 @@ def _authorize(request: Request) -> ModelVersions:
     state: ServiceState = request.app.state.service
     token = state.settings.control_token
     if token is None:
-        raise ProtocolError(403, "the model repository API is off: set CATDOG_CONTROL_TOKEN to turn it on")
+        raise APIError(
+            403,
+            "repository_off",
+            "the model repository API is off: set CATDOG_CONTROL_TOKEN to turn it on",
+        )
     scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
     # Digests first: compare_digest's time then depends on neither the token's length nor its bytes.
     expected = hashlib.sha256(token.get_secret_value().encode()).digest()
     offered = hashlib.sha256(given.strip().encode()).digest()
     if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
-        raise ProtocolError(
-            401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="catdog"'}
+        raise APIError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="catdog"'},
         )
     if state.versions is None:
-        retry = {"Retry-After": str(state.settings.retry_after_seconds)}
-        raise ProtocolError(503, "the service is starting", retry)
+        raise ServiceNotReadyError("the service is starting", state.settings.retry_after_seconds)
     return state.versions
 
 
@@ -123,26 +130,18 @@ _INDEX_DOC: dict[str, Any] = {
 
 @router.get("/index", **_INDEX_DOC)
 async def index(request: Request) -> Response:
-    return await answer(lambda: _get_index(request))
+    return JSONResponse(_index(_authorize(request), ready_only=False))
 
 
 @router.post("/index", **_INDEX_DOC)
 async def index_post(request: Request) -> Response:
-    return await answer(lambda: _post_index(request))
-
-
-async def _get_index(request: Request) -> Response:
-    return JSONResponse(_index(_authorize(request), ready_only=False))
-
-
-async def _post_index(request: Request) -> Response:
-    """Triton's form: the body may ask for `{"ready": true}` versions only."""
+    # Triton's form: the body may ask for `{"ready": true}` versions only.
     versions = _authorize(request)
     body = await read_body(request, MAX_CONTROL_BODY)
     try:
         wanted = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
     except ValidationError as exc:
-        raise ProtocolError(400, f"invalid index request: {exc.errors()[0]['msg']}") from None
+        raise InvalidRequestError(f"invalid index request: {exc.errors()[0]['msg']}") from None
     return JSONResponse(_index(versions, ready_only=wanted.ready))
 
 
@@ -152,10 +151,6 @@ async def _post_index(request: Request) -> Response:
     responses={200: {"description": "Every version wanted serves"}, **_errors(400, 401, 403, 404)},
 )
 async def load(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _load(request, name))
-
-
-async def _load(request: Request, name: str) -> Response:
     versions = _authorize(request)
     check_model(name, None, "model")
     body = await read_body(request, MAX_CONTROL_BODY)
@@ -165,12 +160,12 @@ async def _load(request: Request, name: str) -> Response:
             None if document.parameters.config is None else parse_serving_config(document.parameters.config)
         )
     except ValidationError as exc:
-        raise ProtocolError(400, f"invalid load request: {exc.errors()[0]['msg']}") from None
+        raise InvalidRequestError(f"invalid load request: {exc.errors()[0]['msg']}") from None
     except ServingConfigError as exc:
-        raise ProtocolError(400, f"invalid config: {exc}") from None
+        raise InvalidRequestError(f"invalid config: {exc}") from None
     problems = await versions.reconcile(force=True, config=config)
     if problems:
-        raise ProtocolError(400, "; ".join(problems))
+        raise InvalidRequestError("; ".join(problems))
     return JSONResponse({})
 
 
@@ -180,10 +175,6 @@ async def _load(request: Request, name: str) -> Response:
     responses={200: {"description": "Unloaded"}, **_errors(401, 403, 404)},
 )
 async def unload(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _unload(request, name))
-
-
-async def _unload(request: Request, name: str) -> Response:
     versions = _authorize(request)
     check_model(name, None, "model")
     await read_body(request, MAX_CONTROL_BODY)  # Triton's optional parameters: accepted, unused

@@ -33,11 +33,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.errors import InvalidRequestError, ModelNotFoundError, TooManyFilesError
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
     MODEL_VERSION,
-    ProtocolError,
-    answer,
     as_uint8_tensor,
     body_limit,
     check_json_structure,
@@ -217,9 +216,9 @@ def _check(request: Request, address: Address) -> None:
         or (address.version is not None and not address.version.isdigit())
         or (address.label is not None and not re.fullmatch(LABEL_PATTERN, address.label))
     ):
-        raise ProtocolError(400, f"Malformed request: {request.method} {request.url.path}")
+        raise InvalidRequestError(f"Malformed request: {request.method} {request.url.path}")
     if address.name != MODEL_NAME:
-        raise ProtocolError(404, f"Servable not found for request: {address.servable}")
+        raise ModelNotFoundError(f"Servable not found for request: {address.servable}")
 
 
 def _service(request: Request, address: Address) -> PredictionService:
@@ -331,13 +330,13 @@ def _routes(
     TF Serving addresses a model, each with its path parameters documented."""
 
     async def default(request: Request, name: NameParam) -> Response:
-        return await answer(lambda: handler(request, Address(name)))
+        return await handler(request, Address(name))
 
     async def by_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-        return await answer(lambda: handler(request, Address(name, version=version)))
+        return await handler(request, Address(name, version=version))
 
     async def by_label(request: Request, name: NameParam, label: LabelParam) -> Response:
-        return await answer(lambda: handler(request, Address(name, label=label)))
+        return await handler(request, Address(name, label=label))
 
     endpoints: tuple[Callable[..., Awaitable[Response]], ...] = (default, by_version, by_label)
     for path, endpoint, route_name in zip(
@@ -361,8 +360,7 @@ async def _unsupported(request: Request, address: Address, method: str) -> Respo
     """TF Serving's answer to :classify or :regress on a model whose signature is a predict one."""
     _check(request, address)
     kind = "classification" if method == "classify" else "regression"
-    raise ProtocolError(
-        400,
+    raise InvalidRequestError(
         f"Expected {kind} signature method_name to be tensorflow/serving/{method}. Was: {PREDICT_METHOD}",
     )
 
@@ -374,7 +372,7 @@ async def _predict(request: Request, address: Address) -> Response:
     started = time.perf_counter()
     _check(request, address)
     service = _service(request, address)
-    body = await read_body(request, body_limit(service))
+    body = await read_body(request, body_limit(service.settings))
     # Held until the answer is made: a version being swapped out finishes the requests it took.
     not_found = f"Servable not found for request: {address.servable}"
     with version_not_found(not_found, detail=False), serving(request, address.requested) as service:
@@ -403,23 +401,23 @@ def _decode(body: bytearray, limit: int) -> tuple[bool, list[bytes] | np.ndarray
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(400, f"JSON Parse error: {exc}") from exc
+        raise InvalidRequestError(f"JSON Parse error: {exc}") from exc
     if not isinstance(document, dict):
-        raise ProtocolError(400, "the request body must be a JSON object with 'instances' or 'inputs'")
+        raise InvalidRequestError("the request body must be a JSON object with 'instances' or 'inputs'")
     signature = document.get("signature_name", "")
     if not isinstance(signature, str):
-        raise ProtocolError(400, "'signature_name' must be a string")
+        raise InvalidRequestError("'signature_name' must be a string")
     if signature not in ("", SIGNATURE):
-        raise ProtocolError(400, f'Serving signature name: "{signature}" not found in signature def')
+        raise InvalidRequestError(f'Serving signature name: "{signature}" not found in signature def')
     row = "instances" in document
     if row == ("inputs" in document):
-        raise ProtocolError(
-            400, "the request must have exactly one of 'instances' (row) or 'inputs' (columnar)"
+        raise InvalidRequestError(
+            "the request must have exactly one of 'instances' (row) or 'inputs' (columnar)"
         )
     if row:
         values = document["instances"]
         if not isinstance(values, list):
-            raise ProtocolError(400, "'instances' must be a list, one entry per image")
+            raise InvalidRequestError("'instances' must be a list, one entry per image")
         _check_count(values, limit)
         values = [_unwrap_named(value, f"instances[{index}]") for index, value in enumerate(values)]
     else:
@@ -430,15 +428,14 @@ def _decode(body: bytearray, limit: int) -> tuple[bool, list[bytes] | np.ndarray
 
 def _check_count(values: list[Any], limit: int) -> None:
     if len(values) > limit:
-        raise ProtocolError(413, f"{len(values)} images sent, over the limit of {limit}")
+        raise TooManyFilesError(len(values), limit)
 
 
 def _unwrap_named(value: Any, where: str) -> Any:
     """`{"image_bytes": x}` or `{"images": x}` -> x; `{"b64": ...}` and pixel lists stay as they are."""
     if isinstance(value, dict) and "b64" not in value:
         if len(value) != 1 or next(iter(value)) not in (BYTES_INPUT, PIXELS_INPUT):
-            raise ProtocolError(
-                400,
+            raise InvalidRequestError(
                 f"{where}: expected one named input, '{BYTES_INPUT}' or '{PIXELS_INPUT}', "
                 f"got {sorted(value)}",
             )
@@ -452,7 +449,7 @@ def _columnar_images(inputs: Any) -> list[Any]:
     if isinstance(inputs, dict):  # one {"b64": ...}: a single image
         return [inputs]
     if not isinstance(inputs, list):
-        raise ProtocolError(400, "'inputs' must be the images (a list) or {input name: images}")
+        raise InvalidRequestError("'inputs' must be the images (a list) or {input name: images}")
     if inputs and all(isinstance(value, list) for value in inputs) and _depth(inputs) == 3:
         return [inputs]  # a single [H][W][3] image
     return inputs
@@ -467,18 +464,19 @@ def _depth(value: Any) -> int:
 
 def _images(values: list[Any]) -> list[bytes] | np.ndarray:
     if not values:
-        raise ProtocolError(400, "no images: 'instances' or 'inputs' is empty")
+        raise InvalidRequestError("no images: 'instances' or 'inputs' is empty")
     encoded = [isinstance(value, dict) for value in values]
     if all(encoded):
         return [_b64(value, index) for index, value in enumerate(values)]
     if any(encoded):
-        raise ProtocolError(400, 'mixed instances: send either encoded images ({"b64": ...}) or pixel arrays')
+        raise InvalidRequestError(
+            'mixed instances: send either encoded images ({"b64": ...}) or pixel arrays'
+        )
     if any(isinstance(value, str) for value in values):
-        raise ProtocolError(400, f'\'{BYTES_INPUT}\' values are binary: encode each as {{"b64": "..."}}')
+        raise InvalidRequestError(f'\'{BYTES_INPUT}\' values are binary: encode each as {{"b64": "..."}}')
     pixels = as_uint8_tensor(values, "pixel instances")
     if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise ProtocolError(
-            400,
+        raise InvalidRequestError(
             "pixel instances must each be [height][width][3] and all the same size, "
             f"got shape {list(pixels.shape)}",
         )
@@ -488,11 +486,11 @@ def _images(values: list[Any]) -> list[bytes] | np.ndarray:
 def _b64(value: dict[str, Any], index: int) -> bytes:
     encoded = value.get("b64")
     if len(value) != 1 or not isinstance(encoded, str):
-        raise ProtocolError(400, f'image {index}: expected {{"b64": "<base64>"}}, got keys {sorted(value)}')
+        raise InvalidRequestError(f'image {index}: expected {{"b64": "<base64>"}}, got keys {sorted(value)}')
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ProtocolError(400, f"image {index}: invalid base64: {exc}") from exc
+        raise InvalidRequestError(f"image {index}: invalid base64: {exc}") from exc
 
 
 def _answer(service: PredictionService, result: BatchPredictionResponse, row: bool) -> Response:

@@ -38,11 +38,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from app.errors import InvalidRequestError, TooManyFilesError
 from app.protocols.common import (
     EXAMPLE_PNG_B64,
     MODEL_VERSION,
-    ProtocolError,
-    answer,
     as_uint8_tensor,
     body_limit,
     check_json_structure,
@@ -349,32 +348,32 @@ _INFER_DOC: dict[str, Any] = {
 
 @router.get("/models/{name}", **_METADATA_DOC)
 async def model_metadata(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _metadata(request, name, None))
+    return await _metadata(request, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", **_METADATA_DOC)
 async def model_version_metadata(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _metadata(request, name, version))
+    return await _metadata(request, name, version)
 
 
 @router.get("/models/{name}/ready", **_READY_DOC)
 async def model_ready(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _model_ready(request, name, None))
+    return await _model_ready(request, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", **_READY_DOC)
 async def model_version_ready(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _model_ready(request, name, version))
+    return await _model_ready(request, name, version)
 
 
 @router.post("/models/{name}/infer", **_INFER_DOC)
 async def infer(request: Request, name: NameParam) -> Response:
-    return await answer(lambda: _infer(request, name, None))
+    return await _infer(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **_INFER_DOC)
 async def infer_version(request: Request, name: NameParam, version: VersionParam) -> Response:
-    return await answer(lambda: _infer(request, name, version))
+    return await _infer(request, name, version)
 
 
 # --- inference -------------------------------------------------------------------------------------
@@ -386,7 +385,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     not_found = _not_found(name, version)
     with version_not_found(not_found):
         service = ready_service(request, version)
-    body = await read_body(request, body_limit(service))
+    body = await read_body(request, body_limit(service.settings))
     # Held until the answer is made: a version being swapped out finishes the requests it took.
     with version_not_found(not_found), serving(request, version) as service:
         # Parsing and splitting a big body take a while: in a worker thread. The JSON parsers hold the
@@ -412,12 +411,11 @@ def _decode(
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as exc:
-        raise ProtocolError(400, f"invalid inference request: {_first_problem(exc)}") from exc
+        raise InvalidRequestError(f"invalid inference request: {_first_problem(exc)}") from exc
     except (TypeError, ValueError) as exc:  # a validator that met a type it did not expect
-        raise ProtocolError(400, f"invalid inference request: {exc}") from exc
+        raise InvalidRequestError(f"invalid inference request: {exc}") from exc
     if len(document.inputs) != 1:
-        raise ProtocolError(
-            400,
+        raise InvalidRequestError(
             f"expected exactly one input ('{BYTES_INPUT}' or '{PIXELS_INPUT}'), got {len(document.inputs)}",
         )
     wanted = _requested_outputs(document, service)
@@ -427,8 +425,7 @@ def _decode(
         return document, wanted, _bytes_elements(tensor, raw, limit)
     if tensor.name == PIXELS_INPUT:
         return document, wanted, _pixels(tensor, raw)
-    raise ProtocolError(
-        400,
+    raise InvalidRequestError(
         f"unknown input '{tensor.name}': this model takes '{BYTES_INPUT}' (BYTES, encoded images) "
         f"or '{PIXELS_INPUT}' (UINT8 [N, H, W, 3])",
     )
@@ -443,8 +440,8 @@ def _split_body(body: bytearray, header_length: str | None) -> tuple[bytes | byt
     except ValueError:
         length = -1
     if not 0 <= length <= len(body):
-        raise ProtocolError(
-            400, f"{HEADER_LENGTH} is '{header_length}': expected 0..{len(body)} (the body's length)"
+        raise InvalidRequestError(
+            f"{HEADER_LENGTH} is '{header_length}': expected 0..{len(body)} (the body's length)"
         )
     view = memoryview(body)
     return bytes(view[:length]), view[length:]
@@ -464,15 +461,14 @@ def _binary_part(tensor: RequestInput, binary: memoryview) -> memoryview | None:
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is None:
         if binary:
-            raise ProtocolError(
-                400, f"{len(binary)} bytes of binary data follow the JSON, but no input claims them"
+            raise InvalidRequestError(
+                f"{len(binary)} bytes of binary data follow the JSON, but no input claims them"
             )
         if tensor.data is None:
-            raise ProtocolError(400, f"input '{tensor.name}' has neither 'data' nor binary data")
+            raise InvalidRequestError(f"input '{tensor.name}' has neither 'data' nor binary data")
         return None
     if size != len(binary):
-        raise ProtocolError(
-            400,
+        raise InvalidRequestError(
             f"input '{tensor.name}' declares binary_data_size {size}, "
             f"but {len(binary)} bytes follow the JSON",
         )
@@ -489,14 +485,14 @@ def _leaves(values: JsonValue) -> Iterator[JsonValue]:
 
 def _bytes_elements(tensor: RequestInput, raw: memoryview | None, limit: int) -> list[bytes]:
     if tensor.datatype != "BYTES":
-        raise ProtocolError(
-            400, f"input '{BYTES_INPUT}' must be BYTES (encoded images), not {tensor.datatype}"
+        raise InvalidRequestError(
+            f"input '{BYTES_INPUT}' must be BYTES (encoded images), not {tensor.datatype}"
         )
     # The shape says how many images: too many is refused before the data is split, and the split
     # stops one element past the shape, however many tiny elements the data holds.
     expected = _expected_size(tensor)
     if expected > limit:
-        raise ProtocolError(413, f"{expected} images sent, over the limit of {limit}")
+        raise TooManyFilesError(expected, limit)
     if raw is not None:
         elements = _deserialize_bytes(raw, expected + 1)
         _check_count(tensor, len(elements), expected)
@@ -509,16 +505,20 @@ def _bytes_elements(tensor: RequestInput, raw: memoryview | None, limit: int) ->
 def _check_count(tensor: RequestInput, count: int, expected: int) -> None:
     if count != expected:
         holds = f"more than {expected}" if count > expected else str(count)
-        raise ProtocolError(400, f"input '{BYTES_INPUT}' has shape {tensor.shape} but holds {holds} elements")
+        raise InvalidRequestError(
+            f"input '{BYTES_INPUT}' has shape {tensor.shape} but holds {holds} elements"
+        )
 
 
 def _base64_element(value: JsonValue, index: int) -> bytes:
     if not isinstance(value, str):
-        raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} must be a base64 string")
+        raise InvalidRequestError(f"input '{BYTES_INPUT}' element {index} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ProtocolError(400, f"input '{BYTES_INPUT}' element {index} is not valid base64: {exc}") from exc
+        raise InvalidRequestError(
+            f"input '{BYTES_INPUT}' element {index} is not valid base64: {exc}"
+        ) from exc
 
 
 def _deserialize_bytes(raw: memoryview, max_elements: int) -> list[bytes]:
@@ -528,12 +528,12 @@ def _deserialize_bytes(raw: memoryview, max_elements: int) -> list[bytes]:
     offset = 0
     while offset < len(raw) and len(elements) < max_elements:
         if offset + 4 > len(raw):
-            raise ProtocolError(400, "BYTES binary data is truncated inside an element's length")
+            raise InvalidRequestError("BYTES binary data is truncated inside an element's length")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + length > len(raw):
-            raise ProtocolError(
-                400, f"BYTES binary data is truncated: an element of {length} bytes does not fit"
+            raise InvalidRequestError(
+                f"BYTES binary data is truncated: an element of {length} bytes does not fit"
             )
         elements.append(bytes(raw[offset : offset + length]))
         offset += length
@@ -542,17 +542,16 @@ def _deserialize_bytes(raw: memoryview, max_elements: int) -> list[bytes]:
 
 def _pixels(tensor: RequestInput, raw: memoryview | None) -> np.ndarray:
     if tensor.datatype != "UINT8":
-        raise ProtocolError(400, f"input '{PIXELS_INPUT}' must be UINT8, not {tensor.datatype}")
+        raise InvalidRequestError(f"input '{PIXELS_INPUT}' must be UINT8, not {tensor.datatype}")
     if len(tensor.shape) != 4 or tensor.shape[3] != 3 or 0 in tensor.shape:
-        raise ProtocolError(400, f"input '{PIXELS_INPUT}' must have shape [N, H, W, 3], got {tensor.shape}")
+        raise InvalidRequestError(f"input '{PIXELS_INPUT}' must have shape [N, H, W, 3], got {tensor.shape}")
     expected = _expected_size(tensor)
     if raw is not None:
         values = np.frombuffer(raw, dtype=np.uint8)
     else:
         values = as_uint8_tensor(tensor.data, f"input '{PIXELS_INPUT}'").reshape(-1)
     if values.size != expected:
-        raise ProtocolError(
-            400,
+        raise InvalidRequestError(
             f"input '{PIXELS_INPUT}' has shape {tensor.shape} ({expected} values) but holds {values.size}",
         )
     return values.reshape(tensor.shape)
@@ -572,7 +571,9 @@ def _requested_outputs(document: InferRequest, service: PredictionService) -> li
     wanted = []
     for output in document.outputs:
         if output.name not in available:
-            raise ProtocolError(400, f"unknown output '{output.name}': this model has {', '.join(available)}")
+            raise InvalidRequestError(
+                f"unknown output '{output.name}': this model has {', '.join(available)}"
+            )
         binary = (
             output.parameters.binary_data
             if output.parameters and output.parameters.binary_data is not None

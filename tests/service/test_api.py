@@ -586,3 +586,19 @@ def test_swagger_ui_and_openapi_document_file_upload(client: TestClient) -> None
     assert body["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
     assert "image/jpeg" in body
     assert "413" in spec["paths"]["/predict"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/predict", "POST"),
+        ("/healthz", "GET, HEAD"),
+        # One route per method at this path: every one is named, not only the first route's.
+        ("/v2/repository/index", "GET, HEAD, POST"),
+        ("/v2/models/catdog/infer", "POST"),
+    ],
+)
+def test_a_405_names_every_method_its_path_takes(client: TestClient, path: str, allowed: str) -> None:
+    response = client.request("PATCH", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed

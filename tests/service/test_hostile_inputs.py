@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.admission import DecodeBudget
+from app.decoding import DecodeBudget
 from catdog import image_structure as bounds
 from catdog import imaging
 from catdog.imaging import ImageTooComplexError, ImageTooLargeError, load_model_input
@@ -89,7 +89,7 @@ def test_batch_files_are_decoded_within_the_budget(
     make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = make_client(decode_memory_bytes=8 * MiB)
-    budget: DecodeBudget = client.app.state.service.decode_budget  # type: ignore[attr-defined]
+    budget: DecodeBudget = client.app.state.service.decoder.budget  # type: ignore[attr-defined]
     peak = 0
     add = budget._add  # every change of budget.used goes through it
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
+from app.errors import TooLargeError
 from app.main import create_app
 from app.protocols import common
 from app.settings import Settings
@@ -299,6 +300,6 @@ def test_structure_bounds_admit_the_largest_json_pixel_tensor(width: int) -> Non
     document = b'{"instances": [' + image + b"]}"
     assert document.count(b",") <= common.MAX_JSON_VALUES
     common.check_json_structure(document, max_objects=80, max_images=32)
-    with pytest.raises(common.ProtocolError) as caught:
+    with pytest.raises(TooLargeError) as caught:
         common.check_json_structure(document + b"[]" * common.json_arrays_limit(32), 80, 32)
     assert caught.value.status_code == 413

@@ -159,7 +159,7 @@ def test_work_for_a_client_that_left_is_abandoned(
     server = live()
     caplog.set_level(logging.INFO)
     service = server.server.config.app.state.service.require_ready()
-    budget = service.decode_budget
+    budget = service.decoder.budget
     assert budget.try_take(budget.capacity)  # the whole budget, as a long decode would hold it
     try:
         image = red_png()
