@@ -72,6 +72,16 @@ class TooLargeError(APIError):
         super().__init__(413, code, message, details)
 
 
+def image_bytes_too_large(name: str | None, size: int, limit: int) -> TooLargeError:
+    """413 `payload_too_large` for one image over CATDOG_MAX_UPLOAD_BYTES, naming it."""
+    shown = f"'{name}'" if name else "the image"
+    return TooLargeError(
+        "payload_too_large",
+        f"{shown} is {size} bytes, over the limit of {limit} bytes",
+        {"max_upload_bytes": limit},
+    )
+
+
 class TooManyFilesError(APIError):
     """413 `too_many_files`: more images in one request than CATDOG_MAX_BATCH_FILES."""
 

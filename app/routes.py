@@ -1,4 +1,5 @@
-"""HTTP endpoints: read the request, call the prediction service, return its answer.
+"""The HTTP API's endpoints, a front over the prediction core: read the request, call the core
+(app/service.py), encode its answer as this API's JSON.
 
 Documentation lives in app/openapi.py, the work in app/service.py, errors are `APIError`s rendered
 by app/errors.py.
@@ -14,9 +15,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from app import openapi
-from app.schemas import Health, Readiness
-from app.service import PredictionService, ServiceState
+from app.schemas import (
+    BatchItem,
+    BatchPredictionResponse,
+    Health,
+    PredictionResponse,
+    Readiness,
+    Threads,
+    Timing,
+)
+from app.service import EncodedImage, Prediction, PredictionService, ServiceState
+from app.signature import ImageAnswer
 from app.uploads import read_image_files, read_single_image
+from catdog.runtimes import runtime_thread_count
 
 router = APIRouter()
 
@@ -35,6 +46,49 @@ async def get_service(state: Annotated[ServiceState, Depends(get_state)]) -> Pre
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
+
+
+def _fields(answer: ImageAnswer, class_names: list[str]) -> dict[str, Any]:
+    """A `Prediction` schema's fields from the core's answer."""
+    return {
+        "label": answer.label,
+        "confidence": answer.confidence,
+        "probabilities": dict(zip(class_names, answer.probabilities, strict=True)),
+        "pet_score": answer.pet_score,
+        "is_cat_or_dog": answer.is_cat_or_dog,
+    }
+
+
+def single_answer(prediction: Prediction, class_names: list[str]) -> PredictionResponse:
+    (answer,) = prediction.answers
+    timings = prediction.timings
+    assert timings is not None  # classify_one times its image
+    return PredictionResponse(
+        **_fields(answer, class_names),
+        version=str(prediction.version),
+        model_version=prediction.model_version,
+        latency_ms=prediction.latency_ms,
+        timing=Timing(
+            decode_ms=timings.decode_ms,
+            queue_ms=timings.queue_ms,
+            inference_ms=timings.inference_ms,
+            batch_size=timings.batch_size,
+        ),
+    )
+
+
+def batch_answer(
+    prediction: Prediction, class_names: list[str], filenames: list[str | None]
+) -> BatchPredictionResponse:
+    return BatchPredictionResponse(
+        predictions=[
+            BatchItem(index=index, filename=filename, **_fields(answer, class_names))
+            for index, (answer, filename) in enumerate(zip(prediction.answers, filenames, strict=True))
+        ],
+        version=str(prediction.version),
+        model_version=prediction.model_version,
+        latency_ms=prediction.latency_ms,
+    )
 
 
 def answer_json(answer: BaseModel) -> Response:
@@ -61,7 +115,8 @@ async def predict(request: Request, state: StateDep, version: VersionQuery = Non
     upload = await read_single_image(request, settings.max_upload_bytes)
     # Held until the answer is made: a version being swapped out finishes the requests it took.
     with state.serve(version) as service:
-        return answer_json(await service.predict(upload, started))
+        prediction = await service.classify_one(EncodedImage(upload.data, upload.filename), started)
+        return answer_json(single_answer(prediction, service.model.class_names))
 
 
 @router.post("/predict/batch", **openapi.PREDICT_BATCH)
@@ -70,7 +125,10 @@ async def predict_batch(request: Request, state: StateDep, version: VersionQuery
     settings = state.require_ready(version).settings
     uploads = await read_image_files(request, settings.max_upload_bytes, settings.max_batch_files)
     with state.serve(version) as service:
-        return answer_json(await service.predict_batch(uploads, started))
+        images = [EncodedImage(upload.data, upload.filename) for upload in uploads]
+        prediction = await service.classify_many(images, started)
+        filenames = [upload.filename for upload in uploads]
+        return answer_json(batch_answer(prediction, service.model.class_names, filenames))
 
 
 @router.get("/healthz", **openapi.HEALTHZ)
@@ -80,7 +138,18 @@ async def healthz() -> Health:
 
 @router.get("/readyz", **openapi.READYZ)
 async def readyz(service: ServiceDep) -> Readiness:
-    return service.readiness()
+    threads = runtime_thread_count()  # as the runtime was configured (the CPU count is cached)
+    model = service.model
+    return Readiness(
+        status="ready",
+        version=str(service.version),
+        model_version=model.version,
+        runtime=model.runtime,
+        pet_threshold=model.pet_threshold,
+        pet_threshold_source=model.pet_threshold_source,
+        queue_depth=service.batcher.queue_depth,
+        threads=Threads(count=threads.count, source=threads.source),
+    )
 
 
 @router.get("/metadata", **openapi.METADATA)
@@ -89,7 +158,13 @@ async def metadata(state: StateDep, version: VersionQuery = None) -> dict[str, A
     assert state.versions is not None  # require_ready raises otherwise
     return {
         **service.model.metadata.public_document(),
-        "serving": {**service.serving(), "version": str(service.version)},
+        # How it is served: the runtime answering and the pet threshold in force for it.
+        "serving": {
+            "runtime": service.model.runtime,
+            "pet_threshold": service.model.pet_threshold,
+            "pet_threshold_source": service.model.pet_threshold_source,
+            "version": str(service.version),
+        },
         "repository": state.versions.describe(),
     }
 

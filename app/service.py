@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,15 +36,15 @@ from app.errors import (
     TooLargeError,
     TooManyFilesError,
     UnknownVersionError,
+    image_bytes_too_large,
 )
 from app.metrics import ServiceMetrics
 from app.model import ImageScores, ServedModel
 from app.model_versions import LiveVersion, ModelVersions, NotReadyError, VersionNotFoundError
-from app.schemas import BatchItem, BatchPredictionResponse, PredictionResponse, Readiness, Threads, Timing
 from app.settings import Settings
-from app.uploads import Upload
+from app.signature import ImageAnswer, TensorSpec
+from app.signature import outputs as signature_outputs
 from catdog.cpus import process_cpus
-from catdog.runtimes import runtime_thread_count
 from catdog.saved_model import ExportedModel
 
 T = TypeVar("T")
@@ -135,9 +135,42 @@ class ServiceState:
 
 
 @dataclass(frozen=True)
+class EncodedImage:
+    """An image as a client sent it (JPEG, PNG, ... bytes), and the name errors call it by."""
+
+    data: bytes
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where a lone image's time went, in ms from the request's arrival."""
+
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The core's answer to one request: one `ImageAnswer` per image, in order, and who answered."""
+
+    answers: list[ImageAnswer]
+    version: int  # the repository version that answered
+    model_version: str  # that version's own, from its metadata.json
+    latency_ms: float
+    timings: Timings | None = None  # for a lone image
+
+
+@dataclass(frozen=True)
 class PredictionService:
-    """A ready service: uploads in, answers out. `started` is when the request arrived
-    (`time.perf_counter()`): latency_ms and decode_ms count from there, reading the upload included."""
+    """The prediction core: encoded images or pixel tensors in, per-image answers out, domain errors
+    (app/errors.py) for what cannot be answered. It speaks no wire format: the fronts (app/routes.py,
+    app/protocols/) decode their requests into its inputs and encode its `Prediction`.
+
+    `started` is when the request arrived (`time.perf_counter()`): latency and decode times count
+    from there, reading the request included."""
 
     settings: Settings
     model: ServedModel
@@ -145,101 +178,102 @@ class PredictionService:
     decoder: Decoder
     version: int = 1  # the repository version this service answers with
 
-    async def predict(self, upload: Upload, started: float) -> PredictionResponse:
-        with self.batcher.announce():
-            decoded = await self._decode(upload, alone=True)
-        # A lone request was answered by the model in its decoding thread (DynamicBatcher.try_alone).
-        result = decoded.then or (await self._admit_and_batch([decoded.pixels]))[0]
-        return PredictionResponse(
-            **self._describe(result.output),
-            version=str(self.version),
-            model_version=self.model.version,
-            latency_ms=_ms(time.perf_counter() - started),
-            timing=Timing(
-                decode_ms=_ms(decoded.at - started),
-                queue_ms=_ms(result.queue_seconds),
-                inference_ms=_ms(result.inference_seconds),
-                batch_size=result.batch_size,
-            ),
-        )
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The model's outputs (app/signature.py): what every answer holds."""
+        return signature_outputs(len(self.model.class_names), self.model.has_pet_score)
 
-    async def predict_batch(self, uploads: list[Upload], started: float) -> BatchPredictionResponse:
-        """All files or none: one bad file fails the request, and its details name every bad file."""
-        # One request's files decode at most (CPUs - 1) at a time: a batch of heavy images leaves a
-        # CPU to the other requests instead of queueing every decode thread behind its own files.
+    async def classify_one(self, image: EncodedImage, started: float) -> Prediction:
+        """One image, with its timings. Alone (nothing else queued or being decoded), the model runs
+        in the thread that decoded it: one thread hop for the whole request."""
+        self._check_size(image)
+        with self.batcher.announce():
+            decoded = await self._decode(image, alone=True)
+        result = decoded.then or (await self._admit_and_batch([decoded.pixels]))[0]
+        timings = Timings(
+            decode_ms=_ms(decoded.at - started),
+            queue_ms=_ms(result.queue_seconds),
+            inference_ms=_ms(result.inference_seconds),
+            batch_size=result.batch_size,
+        )
+        return self._prediction([result], started, timings)
+
+    async def classify_many(self, images: Sequence[EncodedImage], started: float) -> Prediction:
+        """All images or none: one bad image fails the request, and its details name every bad one."""
+        self._check_count(len(images))
+        for image in images:
+            self._check_size(image)
+        # One request's images decode at most (CPUs - 1) at a time: a batch of heavy images leaves a
+        # CPU to the other requests instead of queueing every decode thread behind its own images.
         turns = asyncio.Semaphore(max(1, process_cpus().count - 1))
 
-        async def decode_in_turn(upload: Upload) -> Decoded[BatchResult[ImageScores]]:
+        async def decode_in_turn(image: EncodedImage) -> Decoded[BatchResult[ImageScores]]:
             async with turns:
-                return await self._decode(upload)
+                return await self._decode(image)
 
-        with self.batcher.announce(len(uploads)):
+        with self.batcher.announce(len(images)):
             outcomes = await asyncio.gather(
-                *(decode_in_turn(upload) for upload in uploads), return_exceptions=True
+                *(decode_in_turn(image) for image in images), return_exceptions=True
             )
-        images = [
-            _image_or_raise(outcome).pixels for outcome in outcomes if not isinstance(outcome, APIError)
-        ]
         failures = [
-            (index, upload, outcome)
-            for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))
+            (index, image, outcome)
+            for index, (image, outcome) in enumerate(zip(images, outcomes, strict=True))
             if isinstance(outcome, APIError)
         ]
         if failures:
-            # The whole request fails with the first bad file's status.
+            # The whole request fails with the first bad image's status.
             first = failures[0][2]
             raise APIError(
                 first.status_code,
                 first.code,
-                f"{len(failures)} of {len(uploads)} files could not be used; first: {first.message}",
+                f"{len(failures)} of {len(images)} files could not be used; first: {first.message}",
                 [
-                    {
-                        "index": index,
-                        "filename": upload.filename,
-                        "code": error.code,
-                        "message": error.message,
-                    }
-                    for index, upload, error in failures
+                    {"index": index, "filename": image.name, "code": error.code, "message": error.message}
+                    for index, image, error in failures
                 ],
             )
-        results = await self._admit_and_batch(images)
-        return BatchPredictionResponse(
-            predictions=[
-                BatchItem(index=index, filename=upload.filename, **self._describe(result.output))
-                for index, (upload, result) in enumerate(zip(uploads, results, strict=True))
-            ],
-            version=str(self.version),
-            model_version=self.model.version,
-            latency_ms=_ms(time.perf_counter() - started),
-        )
+        pixels = [_image_or_raise(outcome).pixels for outcome in outcomes]
+        return self._prediction(await self._admit_and_batch(pixels), started)
 
-    def readiness(self) -> Readiness:
-        threads = runtime_thread_count()  # as the runtime was configured (the CPU count is cached)
-        return Readiness(
-            status="ready",
-            version=str(self.version),
-            model_version=self.model.version,
-            runtime=self.model.runtime,
-            pet_threshold=self.model.pet_threshold,
-            pet_threshold_source=self.model.pet_threshold_source,
-            queue_depth=self.batcher.queue_depth,
-            threads=Threads(count=threads.count, source=threads.source),
-        )
+    async def classify_pixels(self, images: np.ndarray, started: float) -> Prediction:
+        """Pixels a client decoded itself: a uint8 [N, H, W, 3] tensor, squashed to the model's input
+        size as decoding does, then the same limits, admission and batcher as encoded images."""
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
+            raise APIError(
+                400,
+                "invalid_tensor",
+                f"expected a uint8 tensor of shape [N, H, W, 3], got {images.dtype} {list(images.shape)}",
+            )
+        count, height, width = (int(dim) for dim in images.shape[:3])
+        self._check_count(count)
+        if height * width > self.settings.max_image_pixels:
+            raise TooLargeError(
+                "image_too_large",
+                f"image is {width}x{height} = {width * height} pixels, over the limit of "
+                f"{self.settings.max_image_pixels} pixels",
+                {"max_image_pixels": self.settings.max_image_pixels},
+            )
+        size = self.model.image_size
+        rows = list(images)
+        if (height, width) != (size, size):
+            with self.batcher.announce(count):
+                rows = await self.decoder.squash(rows, size)
+        return self._prediction(await self._admit_and_batch(rows), started)
 
-    def serving(self) -> dict[str, Any]:
-        """What /metadata adds to metadata.json: the runtime that answers and the threshold in force."""
-        return {
-            "runtime": self.model.runtime,
-            "pet_threshold": self.model.pet_threshold,
-            "pet_threshold_source": self.model.pet_threshold_source,
-        }
+    def _check_count(self, count: int) -> None:
+        if count > self.settings.max_batch_files:
+            raise TooManyFilesError(count, self.settings.max_batch_files)
 
-    async def _decode(self, upload: Upload, alone: bool = False) -> Decoded[BatchResult[ImageScores]]:
+    def _check_size(self, image: EncodedImage) -> None:
+        if len(image.data) > self.settings.max_upload_bytes:
+            raise image_bytes_too_large(image.name, len(image.data), self.settings.max_upload_bytes)
+
+    async def _decode(self, image: EncodedImage, alone: bool = False) -> Decoded[BatchResult[ImageScores]]:
         """Decode (app/decoding.py); `alone`: also run the model in the decoding thread when the
         batcher is idle (DynamicBatcher.try_alone)."""
         then = self.batcher.try_alone if alone else None
         try:
-            return await self.decoder.decode(upload.data, self.model.image_size, upload.filename, then)
+            return await self.decoder.decode(image.data, self.model.image_size, image.name, then)
         except InferenceError as exc:  # the lone path's model call
             raise InferenceFailedError() from exc
 
@@ -255,59 +289,31 @@ class PredictionService:
         except InferenceError as exc:
             raise InferenceFailedError() from exc
 
-    def _describe(self, scores: ImageScores) -> dict[str, Any]:
-        """A `Prediction`'s fields, for the response models to validate once (no intermediate model)."""
+    def _prediction(
+        self, results: list[BatchResult[ImageScores]], started: float, timings: Timings | None = None
+    ) -> Prediction:
+        return Prediction(
+            [self._answer(result.output) for result in results],
+            self.version,
+            self.model.version,
+            _ms(time.perf_counter() - started),
+            timings,
+        )
+
+    def _answer(self, scores: ImageScores) -> ImageAnswer:
+        """Scores -> the answer every front reports, at the 6 decimals answers carry."""
         names = self.model.class_names
-        probabilities = {
-            name: round(float(p), 6) for name, p in zip(names, scores.probabilities, strict=True)
-        }
+        probabilities = tuple(round(float(p), 6) for p in scores.probabilities)
         best = int(np.argmax(scores.probabilities))
         threshold = self.model.pet_threshold
         pet_score = None if scores.pet_score is None else round(scores.pet_score, 6)
-        return {
-            "label": names[best],
-            "confidence": probabilities[names[best]],
-            "probabilities": probabilities,
-            "pet_score": pet_score,
+        return ImageAnswer(
+            label=names[best],
+            confidence=probabilities[best],
+            probabilities=probabilities,
+            pet_score=pet_score,
             # Compared as reported, so a client applying the same threshold to pet_score agrees.
-            "is_cat_or_dog": None if pet_score is None or threshold is None else pet_score >= threshold,
-        }
-
-    async def predict_arrays(self, images: np.ndarray, started: float) -> BatchPredictionResponse:
-        """Pixels a client decoded itself (the V2 UINT8 input, TF Serving pixel instances): a uint8
-        [N, H, W, 3] tensor, squashed to the model's input size as decoding does, then the same
-        limits, admission and batcher as uploads."""
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
-            raise APIError(
-                400,
-                "invalid_tensor",
-                f"expected a uint8 tensor of shape [N, H, W, 3], got {images.dtype} {list(images.shape)}",
-            )
-        count, height, width = (int(dim) for dim in images.shape[:3])
-        limit = self.settings.max_batch_files
-        if count > limit:
-            raise TooManyFilesError(count, limit)
-        if height * width > self.settings.max_image_pixels:
-            raise TooLargeError(
-                "image_too_large",
-                f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                f"{self.settings.max_image_pixels} pixels",
-                {"max_image_pixels": self.settings.max_image_pixels},
-            )
-        size = self.model.image_size
-        rows = list(images)
-        if (height, width) != (size, size):
-            with self.batcher.announce(count):
-                rows = await self.decoder.squash(rows, size)
-        results = await self._admit_and_batch(rows)
-        return BatchPredictionResponse(
-            predictions=[
-                BatchItem(index=index, filename=None, **self._describe(result.output))
-                for index, result in enumerate(results)
-            ],
-            version=str(self.version),
-            model_version=self.model.version,
-            latency_ms=_ms(time.perf_counter() - started),
+            is_cat_or_dog=None if pet_score is None or threshold is None else pet_score >= threshold,
         )
 
 

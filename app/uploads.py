@@ -14,7 +14,7 @@ from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import APIError
+from app.errors import APIError, image_bytes_too_large
 from catdog.imaging import SUPPORTED_MEDIA_TYPES
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -49,13 +49,7 @@ def check_declared_type(declared: str, what: str) -> None:
 
 def check_size(upload: Upload, max_bytes: int) -> None:
     if len(upload.data) > max_bytes:
-        name = f"'{upload.filename}'" if upload.filename else "the image"
-        raise APIError(
-            413,
-            "payload_too_large",
-            f"{name} is {len(upload.data)} bytes, over the limit of {max_bytes} bytes",
-            {"max_upload_bytes": max_bytes},
-        )
+        raise image_bytes_too_large(upload.filename, len(upload.data), max_bytes)
 
 
 async def read_single_image(request: Request, max_bytes: int) -> Upload:

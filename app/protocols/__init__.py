@@ -3,7 +3,9 @@
 - `v2`: KServe's Open Inference Protocol (V2, also Triton's), JSON and the binary-data extension
 - `tfserving`: TensorFlow Serving's REST API (`/v1/models/...`)
 
-Every request goes through `PredictionService.predict_batch` (encoded image bytes) or
-`PredictionService.predict_arrays` (uint8 pixels): the decoding, limits, admission and dynamic
-batcher of /predict. Only the wire format and the error shape (`{"error": "message"}`) differ.
+Each is a codec over the prediction core (app/service.py): it decodes its wire format into encoded
+images or a uint8 pixel tensor (`common.classify`), and encodes the core's per-image answers as its
+tensors, whose names, dtypes and shapes come from the signature (app/signature.py). Decoding,
+limits, admission and dynamic batching are the core's, as for /predict; errors take the front's
+shape (app/fronts.py: `{"error": "message"}`).
 """

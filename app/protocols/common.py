@@ -21,14 +21,11 @@ from app.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     TooLargeError,
-    TooManyFilesError,
     UnknownVersionError,
 )
 from app.model_versions import LiveVersion
-from app.schemas import BatchPredictionResponse
-from app.service import PredictionService, ServiceState
+from app.service import EncodedImage, Prediction, PredictionService, ServiceState
 from app.settings import Settings
-from app.uploads import Upload, check_size
 from catdog.repository import MODEL_NAME, version_of
 
 # Both protocols number versions, as TF Serving and Triton do: the repository's version folders, or 1
@@ -220,21 +217,17 @@ def body_limit(settings: Settings) -> int:
     return settings.max_batch_request_bytes * 4 // 3 + 64 * 1024
 
 
-async def predict_encoded(
-    service: PredictionService, images: list[bytes], started: float, what: str
-) -> BatchPredictionResponse:
-    """Encoded images (JPEG, PNG, ...) through /predict/batch's path: size limits, decode, batcher."""
-    limit = service.settings.max_batch_files
+async def classify(
+    service: PredictionService, images: list[bytes] | np.ndarray, started: float, what: str
+) -> Prediction:
+    """A protocol's input, encoded images or a pixel tensor, through the prediction core. `what`
+    names the images in errors (`instances[2]`)."""
+    if isinstance(images, np.ndarray):
+        return await service.classify_pixels(images, started)
     if not images:
         raise InvalidRequestError(f"{what} holds no images")
-    if len(images) > limit:
-        raise TooManyFilesError(len(images), limit)
-    uploads = [
-        Upload(f"{what}[{index}]", "application/octet-stream", data) for index, data in enumerate(images)
-    ]
-    for upload in uploads:
-        check_size(upload, service.settings.max_upload_bytes)
-    return await service.predict_batch(uploads, started)
+    encoded = [EncodedImage(data, f"{what}[{index}]") for index, data in enumerate(images)]
+    return await service.classify_many(encoded, started)
 
 
 def as_uint8_tensor(values: Any, what: str) -> np.ndarray:
@@ -259,8 +252,21 @@ def _kind(array: np.ndarray) -> str:
     )
 
 
-def probabilities_matrix(response: BatchPredictionResponse, class_names: list[str]) -> list[list[float]]:
-    return [[item.probabilities[name] for name in class_names] for item in response.predictions]
+_ERROR_DOCS = {
+    404: "No such model or version",
+    413: "Too many images, or an image over the byte or pixel limit",
+    415: "Unsupported Content-Encoding",
+    503: "Model not ready, or the queue is full; see Retry-After",
+}
+
+
+def error_docs(
+    model: type[BaseModel], codes: tuple[int, ...], bad_request: str
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a protocol route's errors, in the protocol's error `model`; `bad_request`
+    describes its 400."""
+    text = {400: bad_request, **_ERROR_DOCS}
+    return {code: {"model": model, "description": text[code]} for code in codes}
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -40,16 +40,16 @@ from app.protocols.common import (
     as_uint8_tensor,
     body_limit,
     check_json_structure,
-    predict_encoded,
-    probabilities_matrix,
+    classify,
+    error_docs,
     read_body,
     ready_service,
     serving,
     version_not_found,
 )
 from app.repository_config import LABEL_PATTERN
-from app.schemas import BatchPredictionResponse
-from app.service import PredictionService, ServiceState
+from app.service import Prediction, PredictionService, ServiceState
+from app.signature import INPUTS, TF_DTYPES, InputKind, TensorSpec, columns
 from catdog.repository import MODEL_NAME
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
@@ -61,6 +61,7 @@ SIGNATURE = "serving_default"
 BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
 PREDICT_METHOD = "tensorflow/serving/predict"
+INPUT_NAMES = {InputKind.ENCODED: BYTES_INPUT, InputKind.PIXELS: PIXELS_INPUT}
 # The type of GetModelMetadataResponse.metadata["signature_def"], a google.protobuf.Any.
 SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
@@ -133,14 +134,7 @@ class TfServingModelMetadataResponse(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Malformed request: bad path, JSON, instances, base64 or image",
-        404: "No such model or version",
-        413: "Too many images, or an image over the byte or pixel limit",
-        415: "Unsupported Content-Encoding",
-        503: "Model not ready, or the queue is full; see Retry-After",
-    }
-    return {code: {"model": TfServingError, "description": text[code]} for code in codes}
+    return error_docs(TfServingError, codes, "Malformed request: bad path, JSON, instances, base64 or image")
 
 
 _PREDICT_BODY: dict[str, Any] = {
@@ -255,10 +249,14 @@ async def _status(request: Request, address: Address) -> Response:
     )
 
 
-def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
+def _tensor(name: str, spec: TensorSpec) -> dict[str, Any]:
+    """A TensorInfo as TF Serving's JSON writes it."""
     return {
-        "dtype": dtype,
-        "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in dims], "unknown_rank": False},
+        "dtype": TF_DTYPES[spec.dtype],
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in spec.shape],
+            "unknown_rank": False,
+        },
         "name": name,
     }
 
@@ -266,21 +264,11 @@ def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
 async def _metadata(request: Request, address: Address) -> Response:
     _check(request, address)
     service = _service(request, address)
-    model = service.model
-    outputs = {
-        "probabilities": _tensor("DT_FLOAT", [-1, len(model.class_names)], "probabilities"),
-        "label": _tensor("DT_STRING", [-1], "label"),
-    }
-    if model.has_pet_score:
-        outputs["pet_score"] = _tensor("DT_FLOAT", [-1], "pet_score")
-        outputs["is_cat_or_dog"] = _tensor("DT_BOOL", [-1], "is_cat_or_dog")
+    # From the signature (app/signature.py). Either input, not both: encoded images, or pixels.
+    inputs = {INPUT_NAMES[kind]: _tensor(INPUT_NAMES[kind], spec) for kind, spec in INPUTS.items()}
     signature = {
-        # Either input, not both: encoded images, or pixels the caller decoded.
-        "inputs": {
-            BYTES_INPUT: _tensor("DT_STRING", [-1], BYTES_INPUT),
-            PIXELS_INPUT: _tensor("DT_UINT8", [-1, -1, -1, 3], PIXELS_INPUT),
-        },
-        "outputs": outputs,
+        "inputs": inputs,
+        "outputs": {spec.name: _tensor(spec.name, spec) for spec in service.outputs},
         "method_name": PREDICT_METHOD,
     }
     return JSONResponse(
@@ -379,11 +367,8 @@ async def _predict(request: Request, address: Address) -> Response:
         # Parsing and decoding a big body take a while: in a worker thread. json.loads holds the GIL
         # while it runs, so it is check_json_structure's bound that keeps the event loop responsive.
         row, images = await asyncio.to_thread(_decode, body, service.settings.max_batch_files)
-        if isinstance(images, np.ndarray):
-            result = await service.predict_arrays(images, started)
-        else:
-            result = await predict_encoded(service, images, started, "instances")
-        response = _answer(service, result, row)
+        prediction = await classify(service, images, started, "instances")
+        response = _answer(prediction, service.outputs, row)
         # TF Serving's answer has no place for it; /predict and V2 carry it in the body.
         response.headers[VERSION_HEADER] = str(service.version)
         return response
@@ -493,22 +478,14 @@ def _b64(value: dict[str, Any], index: int) -> bytes:
         raise InvalidRequestError(f"image {index}: invalid base64: {exc}") from exc
 
 
-def _answer(service: PredictionService, result: BatchPredictionResponse, row: bool) -> Response:
-    classes = service.model.class_names
-    matrix = probabilities_matrix(result, classes)
-    columns: dict[str, list[Any]] = {
-        "probabilities": matrix,
-        "label": [item.label for item in result.predictions],
-    }
-    if service.model.has_pet_score:
-        columns["pet_score"] = [item.pet_score for item in result.predictions]
-        columns["is_cat_or_dog"] = [item.is_cat_or_dog for item in result.predictions]
+def _answer(prediction: Prediction, specs: list[TensorSpec], row: bool) -> Response:
+    values = columns(prediction.answers, specs)
     if not row:
-        return JSONResponse({"outputs": columns})
-    predictions = [
-        {name: column[index] for name, column in columns.items()} for index in range(len(result.predictions))
-    ]
-    return JSONResponse({"predictions": predictions})
+        return JSONResponse({"outputs": values})
+    count = len(prediction.answers)
+    return JSONResponse(
+        {"predictions": [{name: column[i] for name, column in values.items()} for i in range(count)]}
+    )
 
 
 # The :method routes first, so a PUT or DELETE on .../catdog:predict answers 405 `Allow: POST`; a GET

@@ -46,17 +46,17 @@ from app.protocols.common import (
     body_limit,
     check_json_structure,
     check_model,
+    classify,
+    error_docs,
     inline_schema,
     loaded_versions,
-    predict_encoded,
-    probabilities_matrix,
     read_body,
     ready_service,
     serving,
     version_not_found,
 )
-from app.schemas import BatchPredictionResponse
-from app.service import PredictionService, ServiceState
+from app.service import Prediction, PredictionService, ServiceState
+from app.signature import INPUTS, V2_DTYPES, DType, InputKind, TensorSpec, columns
 from catdog.repository import MODEL_NAME
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
@@ -65,6 +65,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BYTES_INPUT = "image"
 PIXELS_INPUT = "pixels"
 EXTENSIONS = ["binary_tensor_data"]
+INPUT_NAMES = {InputKind.ENCODED: BYTES_INPUT, InputKind.PIXELS: PIXELS_INPUT}
 # A valid request holds at most 12 objects: the request and its parameters, the input and its
 # parameters, four outputs and theirs. Room to spare for clients' own parameters.
 MAX_JSON_OBJECTS = 64
@@ -214,14 +215,7 @@ class V2Error(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Malformed request: bad JSON, tensor, shape, base64 or image",
-        404: "No such model or version",
-        413: "Too many images, or an image over the byte or pixel limit",
-        415: "Unsupported Content-Encoding",
-        503: "Model not ready, or the queue is full; see Retry-After",
-    }
-    return {code: {"model": V2Error, "description": text[code]} for code in codes}
+    return error_docs(V2Error, codes, "Malformed request: bad JSON, tensor, shape, base64 or image")
 
 
 _INFER_BODY: dict[str, Any] = {
@@ -278,27 +272,19 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": False}, status_code=503, headers=retry)
 
 
+def _tensor_metadata(name: str, spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=name, datatype=V2_DTYPES[spec.dtype], shape=list(spec.shape))
+
+
 def _model_metadata(service: PredictionService, versions: list[str]) -> V2ModelMetadataResponse:
-    model = service.model
-    outputs = [
-        TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(model.class_names)]),
-        TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
-    ]
-    if model.has_pet_score:
-        outputs += [
-            TensorMetadata(name="pet_score", datatype="FP32", shape=[-1]),
-            TensorMetadata(name="is_cat_or_dog", datatype="BOOL", shape=[-1]),
-        ]
+    """From the signature (app/signature.py): the inputs under this protocol's names, the outputs."""
     return V2ModelMetadataResponse(
         name=MODEL_NAME,
         versions=versions,
         platform="tensorflow_savedmodel",
-        inputs=[
-            TensorMetadata(name=BYTES_INPUT, datatype="BYTES", shape=[-1]),
-            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, -1, -1, 3]),
-        ],
-        outputs=outputs,
-        parameters=V2ModelParameters(catdog_model_version=model.version),
+        inputs=[_tensor_metadata(INPUT_NAMES[kind], spec) for kind, spec in INPUTS.items()],
+        outputs=[_tensor_metadata(spec.name, spec) for spec in service.outputs],
+        parameters=V2ModelParameters(catdog_model_version=service.model.version),
     )
 
 
@@ -393,11 +379,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         document, wanted, tensor = await asyncio.to_thread(
             _decode, body, request.headers.get(HEADER_LENGTH), service
         )
-        if isinstance(tensor, np.ndarray):
-            result = await service.predict_arrays(tensor, started)
-        else:
-            result = await predict_encoded(service, tensor, started, BYTES_INPUT)
-        return _response(document, service, result, wanted)
+        prediction = await classify(service, tensor, started, BYTES_INPUT)
+        return _response(document, prediction, service.outputs, wanted)
 
 
 def _decode(
@@ -557,15 +540,10 @@ def _pixels(tensor: RequestInput, raw: memoryview | None) -> np.ndarray:
     return values.reshape(tensor.shape)
 
 
-def _available_outputs(service: PredictionService) -> list[str]:
-    names = ["probabilities", "label"]
-    return [*names, "pet_score", "is_cat_or_dog"] if service.model.has_pet_score else names
-
-
 def _requested_outputs(document: InferRequest, service: PredictionService) -> list[tuple[str, bool]]:
     """(output name, binary?) in the order to answer them."""
     everything = bool(document.parameters and document.parameters.binary_data_output)
-    available = _available_outputs(service)
+    available = [spec.name for spec in service.outputs]
     if document.outputs is None:
         return [(name, everything) for name in available]
     wanted = []
@@ -584,49 +562,28 @@ def _requested_outputs(document: InferRequest, service: PredictionService) -> li
 
 
 def _response(
-    document: InferRequest,
-    service: PredictionService,
-    result: BatchPredictionResponse,
-    wanted: list[tuple[str, bool]],
+    document: InferRequest, prediction: Prediction, specs: list[TensorSpec], wanted: list[tuple[str, bool]]
 ) -> Response:
-    items = result.predictions
-    count = len(items)
-    classes = service.model.class_names
-    tensors: dict[str, tuple[str, list[int], np.ndarray | list[bytes]]] = {
-        "probabilities": (
-            "FP32",
-            [count, len(classes)],
-            np.asarray(probabilities_matrix(result, classes), dtype="<f4"),
-        ),
-        "label": ("BYTES", [count], [item.label.encode() for item in items]),
-        "pet_score": ("FP32", [count], np.asarray([item.pet_score or 0.0 for item in items], dtype="<f4")),
-        "is_cat_or_dog": (
-            "BOOL",
-            [count],
-            np.asarray([bool(item.is_cat_or_dog) for item in items], dtype=np.bool_),
-        ),
-    }
+    """The answers as the outputs asked for, each in JSON `data` or as binary data after the header."""
+    by_name = {spec.name: spec for spec in specs}
+    values = columns(prediction.answers, [by_name[name] for name, _ in wanted])
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, binary in wanted:
-        datatype, shape, value = tensors[name]
-        output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        spec = by_name[name]
+        shape = [len(prediction.answers), *spec.shape[1:]]
+        output: dict[str, Any] = {"name": name, "datatype": V2_DTYPES[spec.dtype], "shape": shape}
         if binary:
-            blob = (
-                b"".join(struct.pack("<I", len(element)) + element for element in value)
-                if isinstance(value, list)
-                else value.tobytes()
-            )
+            blob = _binary(spec.dtype, values[name])
             output["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
-        elif isinstance(value, list):
-            output["data"] = [element.decode() for element in value]
         else:
+            # FP32 in JSON: the values as the core rounded them (6 decimals), not float32 noise.
             output["data"] = (
-                value.reshape(-1).tolist() if datatype != "FP32" else _floats(name, result, classes)
+                [value for row in values[name] for value in row] if len(shape) > 1 else values[name]
             )
         outputs.append(output)
-    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": str(service.version)}
+    payload: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": str(prediction.version)}
     if document.id is not None:
         payload["id"] = document.id
     payload["outputs"] = outputs
@@ -640,8 +597,8 @@ def _response(
     )
 
 
-def _floats(name: str, result: BatchPredictionResponse, classes: list[str]) -> list[float]:
-    """FP32 outputs in JSON: the values as the service rounded them (6 decimals), not float32 noise."""
-    if name == "probabilities":
-        return [value for row in probabilities_matrix(result, classes) for value in row]
-    return [item.pet_score or 0.0 for item in result.predictions]
+def _binary(dtype: DType, column: list[Any]) -> bytes:
+    """A column in the binary tensor data extension's layout: little-endian, strings length-prefixed."""
+    if dtype is DType.STRING:
+        return b"".join(struct.pack("<I", len(element)) + element for element in (v.encode() for v in column))
+    return np.asarray(column, dtype="<f4" if dtype is DType.FLOAT32 else np.bool_).tobytes()
