@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8",
         "litert-fp32", "litert-int8",
     ] = "auto"  # fmt: skip
+    # Intra-op threads of every runtime; unset: the CPUs the process may use (the container's CPU quota
+    # first). catdog.runtimes reads the same variable (training and benchmarks use it without Settings);
+    # declared here so that a bad value stops the start with the other settings errors.
+    runtime_threads: int | None = Field(default=None, ge=1)
     # Training data for the first start without a model (see app/bootstrap.py).
     data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
     auto_train: bool = True
@@ -95,6 +99,12 @@ class Settings(BaseSettings):
     max_header_count: int = Field(default=100, ge=1)
     # On SIGTERM: how long requests in progress may take to finish before they are cancelled.
     shutdown_timeout_seconds: int = Field(default=10, ge=0)
+
+    @field_validator("runtime_threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # As catdog.runtimes reads it: CATDOG_RUNTIME_THREADS= (empty) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from catdog.runtimes import THREADS_ENV
 from tests.docs_sections import DOCS, README, REPO_ROOT, headings, section
 
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
@@ -88,9 +87,9 @@ def settings_rows(path: Path, title: str) -> dict[str, str]:
 
 def test_settings_tables_name_real_settings() -> None:
     """Every variable in the settings tables (docs/operations.md, and the README's short one) is a
-    Settings field (or CATDOG_RUNTIME_THREADS, which catdog.runtimes reads), and the README shows each
+    Settings field, and the README shows each
     with the default docs/operations.md shows."""
-    real = {f"CATDOG_{name.upper()}" for name in Settings.model_fields} | {THREADS_ENV}
+    real = {f"CATDOG_{name.upper()}" for name in Settings.model_fields}
     full = settings_rows(DOCS / "operations.md", "Settings")
     short = settings_rows(README, "Configuration")
     assert full and short
