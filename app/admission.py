@@ -12,9 +12,6 @@
                  `shutting_down` instead of holding up the shutdown
   abandonment    a client that disconnects after sending its body cancels its request: images
                  not yet decoded or inferred are dropped (499 in the access log)
-
-It also answers HEAD on every GET route (as GET; uvicorn leaves the body out), which FastAPI's
-GET routes do not do by themselves.
 """
 
 from __future__ import annotations
@@ -85,11 +82,6 @@ class AdmissionMiddleware:
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD":
-            # uvicorn keeps its own scope (method HEAD) and sends no body; outer middleware, the
-            # access log and the metrics still see HEAD.
-            await self.app({**scope, "method": "GET"}, receive, send)
-            return
         if scope["type"] != "http" or scope["method"] not in _GUARDED_METHODS:
             await self.app(scope, receive, send)
             return

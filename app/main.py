@@ -14,7 +14,7 @@ from app import fronts, openapi, web
 from app.admission import AdmissionController, AdmissionMiddleware
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestContextMiddleware
 from app.model_versions import ModelSource, ModelVersions
 from app.service import ServiceState
 from app.settings import Settings, get_settings
@@ -130,7 +130,9 @@ def create_app(settings: Settings | None = None, model: ExportedModel | None = N
     openapi.install_schema(app, lambda path: fronts.front_of(path).sends_validation_errors)
     # Added last = runs first. Outermost, every response gets a request id and an access log line;
     # then every request is counted and timed, a 413 from the size limit included.
-    # Innermost: admission control and the body read deadline for POSTs (app/admission.py).
+    # Then admission control and the body read deadline for POSTs (app/admission.py); innermost,
+    # HEAD answered as GET.
+    app.add_middleware(HeadAsGetMiddleware)
     app.state.admission = AdmissionController(settings.max_in_flight, metrics.registry)
     app.add_middleware(
         AdmissionMiddleware,

@@ -77,6 +77,20 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+class HeadAsGetMiddleware:
+    """HEAD on every GET route, answered as GET: FastAPI's GET routes do not take HEAD by themselves.
+    uvicorn keeps its own scope (method HEAD) and sends no body; the middleware outside this one,
+    the access log and the metrics, still see HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
     """Refuse request bodies over their path's limit (app/fronts.py) before they are read into memory
     or spooled.
