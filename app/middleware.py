@@ -77,6 +77,9 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+_KNOWN_PATHS = 1024
+
+
 class HeadAsGetMiddleware:
     """HEAD on every GET route, answered as GET: FastAPI's GET routes do not take HEAD by themselves.
     uvicorn keeps its own scope (method HEAD) and sends no body; the middleware outside this one,
@@ -103,13 +106,20 @@ class BodySizeLimitMiddleware:
         """`limit_of(path)`: the largest body that path takes (app.fronts.body_limit, for the app)."""
         self.app = app
         self.limit_of = limit_of
+        # The registry is fixed once the app is built: each path's limit is looked up once. Bounded,
+        # so paths made up by clients cannot grow it.
+        self._known: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        limit = self.limit_of(path)
+        limit = self._known.get(path)
+        if limit is None:
+            limit = self.limit_of(path)
+            if len(self._known) < _KNOWN_PATHS:
+                self._known[path] = limit
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             response = error_response(

@@ -111,7 +111,8 @@ VersionQuery = Annotated[
 @router.post("/predict", **openapi.PREDICT)
 async def predict(request: Request, state: StateDep, version: VersionQuery = None) -> Response:
     started = time.perf_counter()
-    settings = state.require_ready(version).settings  # 503 or 404 before the body is read
+    state.check_ready(version)  # 503 or 404 before the body is read
+    settings = state.settings
     upload = await read_single_image(request, settings.max_upload_bytes)
     # Held until the answer is made: a version being swapped out finishes the requests it took.
     with state.serve(version) as service:
@@ -122,7 +123,8 @@ async def predict(request: Request, state: StateDep, version: VersionQuery = Non
 @router.post("/predict/batch", **openapi.PREDICT_BATCH)
 async def predict_batch(request: Request, state: StateDep, version: VersionQuery = None) -> Response:
     started = time.perf_counter()
-    settings = state.require_ready(version).settings
+    state.check_ready(version)
+    settings = state.settings
     uploads = await read_image_files(request, settings.max_upload_bytes, settings.max_batch_files)
     with state.serve(version) as service:
         images = [EncodedImage(upload.data, upload.filename) for upload in uploads]

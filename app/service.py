@@ -71,12 +71,14 @@ class ServiceState:
 
     def ready_service(self) -> PredictionService | None:
         """The readiness check: a default version is loaded and warmed up and its batcher runs."""
+        live = self._ready_default()
+        return None if live is None else self._service(live)
+
+    def _ready_default(self) -> LiveVersion | None:
         if self.versions is None or not self.decoder.running:
             return None
         live = self.versions.default
-        if live is None or not live.batcher.running:
-            return None
-        return self._service(live)
+        return None if live is None or not live.batcher.running else live
 
     @property
     def ready(self) -> bool:
@@ -93,6 +95,14 @@ class ServiceState:
                 raise self._not_ready()
             return service
         return self._service(self._resolve(version))
+
+    def check_ready(self, version: str | None = None) -> None:
+        """`require_ready`'s errors, without building the service (a request's check before its body)."""
+        if version is None:
+            if self._ready_default() is None:
+                raise self._not_ready()
+        else:
+            self._resolve(version)
 
     @contextmanager
     def serve(self, version: str | None = None) -> Iterator[PredictionService]:
