@@ -80,6 +80,23 @@ _PREDICT_BODY: dict[str, Any] = {
         },
     }
 }
+MAX_VERSION_LENGTH = 64
+VERSION_DESCRIPTION = "The model version (a number) or label to answer with; default: the default version"
+# The prediction routes read `version` themselves (app/routes.py pinned_version); declared here for
+# the schema, as FastAPI would.
+_VERSION_PARAMETER: dict[str, Any] = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "description": VERSION_DESCRIPTION,
+    "schema": {
+        "anyOf": [{"type": "string", "maxLength": MAX_VERSION_LENGTH}, {"type": "null"}],
+        "description": VERSION_DESCRIPTION,
+        "examples": ["1"],
+        "title": "Version",
+    },
+    "example": "1",
+}
 _BATCH_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -145,14 +162,14 @@ _PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
 PREDICT: dict[str, Any] = {
     "response_model": PredictionResponse,
     "responses": _PREDICTION_ERRORS,
-    "openapi_extra": _PREDICT_BODY,
+    "openapi_extra": {**_PREDICT_BODY, "parameters": [_VERSION_PARAMETER]},
     "summary": "Classify one image as cat or dog",
     "tags": ["prediction"],
 }
 PREDICT_BATCH: dict[str, Any] = {
     "response_model": BatchPredictionResponse,
     "responses": _PREDICTION_ERRORS,
-    "openapi_extra": _BATCH_BODY,
+    "openapi_extra": {**_BATCH_BODY, "parameters": [_VERSION_PARAMETER]},
     "summary": "Classify several images in one request",
     "tags": ["prediction"],
 }

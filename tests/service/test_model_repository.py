@@ -146,6 +146,11 @@ def test_versions_are_pinned_by_number_or_label_on_every_front(
         response = predict(client, missing)
         assert response.status_code == 404, response.text
         assert response.json()["error"]["code"] == "version_not_found"
+    too_long = predict(client, "v" * 65)
+    assert too_long.status_code == 422 and too_long.json()["error"]["details"][0]["location"] == [
+        "query",
+        "version",
+    ]
     assert client.get("/metadata", params={"version": "1"}).json()["serving"]["version"] == "1"
 
     # KServe V2: /versions/{v} addresses a version; the answer says which one answered.
