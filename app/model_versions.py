@@ -8,9 +8,9 @@ decode threads and budget are shared.
 Swapping loses nothing:
 - a new version is loaded, checked and warmed up while the old one serves; only then is it made the
   default, by one assignment, so every request sees either the old default or the new one;
-- a request holds a lease on the version that took it (`lease`) until its answer is made; a version
-  leaves the routing table first and its batcher closes only when its leases are gone (or after
-  CATDOG_SHUTDOWN_TIMEOUT_SECONDS);
+- a request holds a lease on the version that took it (`acquire` to `release`) until its answer is
+  made; a version leaves the routing table first and its batcher closes only when its leases are
+  gone (or after CATDOG_SHUTDOWN_TIMEOUT_SECONDS);
 - a refused version is logged and left alone until its files change (or an explicit load); the
   default keeps serving. The default is never unloaded for lack of a replacement, only by an
   explicit unload.
@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -198,14 +198,6 @@ class ModelVersions:
         live.leases -= 1
         if live.leases == 0:
             live.idle.set()
-
-    @contextlib.contextmanager
-    def lease(self, requested: str | None = None) -> Iterator[LiveVersion]:
-        live = self.acquire(requested)
-        try:
-            yield live
-        finally:
-            self.release(live)
 
     def loaded_numbers(self) -> list[int]:
         return sorted(self._live)

@@ -108,12 +108,8 @@ class ServiceState:
     def serve(self, version: str | None = None) -> Iterator[PredictionService]:
         """`require_ready`, holding the version for the block: it is not unloaded before the answer."""
         versions = self._versions()
-        try:
+        with self._version_errors():
             live = versions.acquire(version)
-        except NotReadyError:
-            raise self._not_ready() from None
-        except VersionNotFoundError as exc:
-            raise UnknownVersionError(str(exc)) from None
         try:
             if not live.batcher.running:
                 raise self._not_ready()
@@ -122,8 +118,14 @@ class ServiceState:
             versions.release(live)
 
     def _resolve(self, version: str) -> LiveVersion:
-        try:
+        with self._version_errors():
             return self._versions().resolve(version)
+
+    @contextmanager
+    def _version_errors(self) -> Iterator[None]:
+        """The versions' errors as the service's: 503 `not_ready`, 404 `version_not_found`."""
+        try:
+            yield
         except NotReadyError:
             raise self._not_ready() from None
         except VersionNotFoundError as exc:
