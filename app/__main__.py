@@ -53,7 +53,7 @@ def settings_problems(exc: ValidationError) -> str:
 def check_model(exported: ExportedModel) -> None:
     """Run one blank image through the export: truncated variables fail here, not in the first request."""
     try:
-        size = exported.image_size
+        size = exported.metadata.image_size
         exported.predict(np.zeros((1, size, size, 3), dtype=np.uint8))
     except Exception as exc:
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())

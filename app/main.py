@@ -25,25 +25,25 @@ logger = logging.getLogger("catdog")
 
 
 def load_model(settings: Settings, model_dir: Path | None = None) -> ExportedModel:
-    """Load and validate one export (settings.model_dir unless given); `catdog.saved_model.ModelLoadError`
-    says what is wrong."""
-    exported = load_exported_model(model_dir or settings.model_dir, settings.runtime)
+    """Load and validate one export (settings.model_dir unless given), with CATDOG_PET_THRESHOLD applied;
+    `catdog.saved_model.ModelLoadError` says what is wrong."""
+    exported = load_exported_model(model_dir or settings.model_dir, settings.runtime, settings.pet_threshold)
     logger.info(
         "model loaded",
         extra={
             "model_dir": str(exported.model_dir),
-            "version": exported.version,
+            "version": exported.metadata.version,
             "outputs": exported.metadata.outputs,
             "seconds": round(exported.load_seconds, 3),
-            "runtime": exported.runtime,
-            "precision": exported.precision,
+            "runtime": exported.runner.runtime,
+            "precision": exported.runner.precision,
             "runtime_setting": settings.runtime,
             "runtime_reason": exported.runtime_reason,
         },
     )
-    if exported.runtime == "tensorflow":
+    if exported.runner.runtime == "tensorflow":
         log_tensorflow_device()
-    if settings.runtime == "auto" and exported.runtime == "tensorflow" and exported.metadata.derived:
+    if settings.runtime == "auto" and exported.runner.runtime == "tensorflow" and exported.metadata.derived:
         # Derived models exist but none could be used: say so louder than the info line above.
         logger.warning(
             "CATDOG_RUNTIME=auto fell back to TensorFlow", extra={"runtime_reason": exported.runtime_reason}
@@ -68,10 +68,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     default = versions.default
     assert default is not None  # start() raises otherwise
     model = default.model
-    if settings.pet_threshold is not None and not model.has_pet_score:
+    if settings.pet_threshold is not None and not model.metadata.has_pet_score:
         logger.warning(
             "CATDOG_PET_THRESHOLD is ignored: this model has no pet_score output",
-            extra={"pet_threshold": settings.pet_threshold, "model_version": model.version},
+            extra={"pet_threshold": settings.pet_threshold, "model_version": model.metadata.version},
         )
     state.decoder.start()
     threads = runtime_thread_count()
@@ -82,8 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "url": listening_url(settings.host, settings.port),
             "version": default.number,
             "loaded_versions": versions.loaded_numbers(),
-            "model_version": model.version,
-            "runtime": model.runtime,
+            "model_version": model.metadata.version,
+            "runtime": model.runtime_name,
             "pet_threshold": model.pet_threshold,
             "pet_threshold_source": model.pet_threshold_source,
             "max_batch_size": settings.max_batch_size,
@@ -108,7 +108,8 @@ def listening_url(host: str, port: int) -> str:
 
 
 def create_app(settings: Settings | None = None, model: ExportedModel | None = None) -> FastAPI:
-    """`model`: an export already loaded from settings.model_dir; else the lifespan loads it."""
+    """`model`: an export already loaded from settings.model_dir (`load_model`, so with the configured
+    pet threshold); else the lifespan loads it."""
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     app = FastAPI(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -39,7 +40,7 @@ import numpy as np
 
 from app.batching import DynamicBatcher
 from app.metrics import ServiceMetrics
-from app.model import ImageScores, ServedModel
+from app.model import ImageScores, scores, warm_up
 from app.repository_config import ServingConfig, ServingConfigError, parse_serving_config
 from app.settings import Settings
 from catdog.probe import probe_images
@@ -109,7 +110,7 @@ class LiveVersion:
 
     number: int
     path: Path
-    model: ServedModel
+    model: ExportedModel  # with the pet-score threshold it is served with
     batcher: DynamicBatcher[ImageScores]
     memory_bytes: int | None
     leases: int = 0
@@ -128,6 +129,7 @@ class VersionStatus:
     model_version: str | None = None  # the export's own descriptive version (metadata.json)
 
 
+# A version's folder -> its export, with the configured pet threshold resolved (app.main.load_model).
 Loader = Callable[[Path], ExportedModel]
 
 
@@ -383,7 +385,7 @@ class ModelVersions:
             return None
         settings = self._settings
         batcher = DynamicBatcher(
-            model.predict,
+            functools.partial(scores, model),
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
@@ -394,32 +396,31 @@ class ModelVersions:
         memory = None if before is None or after is None else max(0, after - before)
         live = LiveVersion(number, path, model, batcher, memory)
         self._set_status(
-            VersionStatus(number, VersionState.AVAILABLE, "", memory, model.version),
+            VersionStatus(number, VersionState.AVAILABLE, "", memory, model.metadata.version),
         )
         self._metrics.version_events.labels("loaded").inc()
         logger.info(
             "model version loaded",
             extra={
                 "version": number,
-                "model_version": model.version,
-                "runtime": model.runtime,
+                "model_version": model.metadata.version,
+                "runtime": model.runtime_name,
                 "seconds": round(time.perf_counter() - started, 3),
                 "memory_bytes": memory,
             },
         )
         return live
 
-    def _load_and_check(self, path: Path) -> ServedModel:
+    def _load_and_check(self, path: Path) -> ExportedModel:
         """In a worker thread: load (metadata validated against the contract, class names included;
         probe answers checked where recorded), check that it answers probabilities, warm it up."""
         preloaded, self._preloaded = self._preloaded, None
         if preloaded is not None and preloaded.model_dir.resolve() == path.resolve():
-            exported = preloaded
+            model = preloaded
         else:
-            exported = self._loader(path)
-        model = ServedModel.create(exported, self._settings.pet_threshold)
+            model = self._loader(path)
         check_answers(model)
-        model.warm_up((1, self._settings.max_batch_size))
+        warm_up(model, (1, self._settings.max_batch_size))
         return model
 
     def _refuse(self, number: int, reason: str) -> None:
@@ -488,19 +489,20 @@ class ModelVersions:
         self._metrics.default_version.set(0 if self._default is None else self._default.number)
 
 
-def check_answers(model: ServedModel) -> None:
+def check_answers(model: ExportedModel) -> None:
     """The version answers fixed images with probabilities: finite, summing to 1, pet scores in [0, 1].
 
     Exports record their answers on these images and loading compares them (catdog/probe.py); this
     also covers exports without that record and outputs that moved together."""
-    images = probe_images(model.image_size)
-    answers = model.predict(images)
+    images = probe_images(model.metadata.image_size)
+    answers = scores(model, images)
     if len(answers) != len(images):
         raise VersionRefusedError(f"it answered {len(answers)} results for {len(images)} images")
+    classes = len(model.metadata.class_names)
     for answer in answers:
         probabilities = np.asarray(answer.probabilities, dtype=np.float64)
-        if probabilities.shape != (len(model.class_names),) or not np.all(np.isfinite(probabilities)):
-            raise VersionRefusedError(f"its probabilities are not {len(model.class_names)} finite numbers")
+        if probabilities.shape != (classes,) or not np.all(np.isfinite(probabilities)):
+            raise VersionRefusedError(f"its probabilities are not {classes} finite numbers")
         if abs(float(probabilities.sum()) - 1.0) > 1e-3:
             raise VersionRefusedError(f"its probabilities sum to {probabilities.sum():.6f}, not 1")
         if answer.pet_score is not None and not 0.0 <= answer.pet_score <= 1.0:

@@ -140,7 +140,7 @@ async def predict(request: Request) -> Response:
     # Held until the answer is made: a version being swapped out finishes the requests it took.
     with state.serve(version) as service:
         prediction = await service.classify_one(EncodedImage(upload.data, upload.filename), started)
-        return answer_json(single_answer(prediction, service.model.class_names))
+        return answer_json(single_answer(prediction, service.model.metadata.class_names))
 
 
 @router.post("/predict/batch", **openapi.PREDICT_BATCH)
@@ -155,7 +155,7 @@ async def predict_batch(request: Request) -> Response:
         images = [EncodedImage(upload.data, upload.filename) for upload in uploads]
         prediction = await service.classify_many(images, started)
         filenames = [upload.filename for upload in uploads]
-        return answer_json(batch_answer(prediction, service.model.class_names, filenames))
+        return answer_json(batch_answer(prediction, service.model.metadata.class_names, filenames))
 
 
 @router.get("/healthz", **openapi.HEALTHZ)
@@ -170,8 +170,8 @@ async def readyz(service: ServiceDep) -> Readiness:
     return Readiness(
         status="ready",
         version=str(service.version),
-        model_version=model.version,
-        runtime=model.runtime,
+        model_version=model.metadata.version,
+        runtime=model.runtime_name,
         pet_threshold=model.pet_threshold,
         pet_threshold_source=model.pet_threshold_source,
         queue_depth=service.batcher.queue_depth,
@@ -187,7 +187,7 @@ async def metadata(state: StateDep, version: VersionQuery = None) -> dict[str, A
         **service.model.metadata.public_document(),
         # How it is served: the runtime answering and the pet threshold in force for it.
         "serving": {
-            "runtime": service.model.runtime,
+            "runtime": service.model.runtime_name,
             "pet_threshold": service.model.pet_threshold,
             "pet_threshold_source": service.model.pet_threshold_source,
             "version": str(service.version),

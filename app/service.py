@@ -39,7 +39,7 @@ from app.errors import (
     image_bytes_too_large,
 )
 from app.metrics import ServiceMetrics
-from app.model import ImageScores, ServedModel
+from app.model import ImageScores
 from app.model_versions import LiveVersion, ModelVersions, NotReadyError, VersionNotFoundError
 from app.settings import Settings
 from app.signature import ImageAnswer, TensorSpec
@@ -185,7 +185,7 @@ class PredictionService:
     from there, reading the request included."""
 
     settings: Settings
-    model: ServedModel
+    model: ExportedModel
     batcher: DynamicBatcher[ImageScores]
     decoder: Decoder
     version: int = 1  # the repository version this service answers with
@@ -193,7 +193,7 @@ class PredictionService:
     @property
     def outputs(self) -> list[TensorSpec]:
         """The model's outputs (app/signature.py): what every answer holds."""
-        return signature_outputs(len(self.model.class_names), self.model.has_pet_score)
+        return signature_outputs(len(self.model.metadata.class_names), self.model.metadata.has_pet_score)
 
     async def classify_one(self, image: EncodedImage, started: float) -> Prediction:
         """One image, with its timings. Alone (nothing else queued or being decoded), the model runs
@@ -265,7 +265,7 @@ class PredictionService:
                 f"{self.settings.max_image_pixels} pixels",
                 {"max_image_pixels": self.settings.max_image_pixels},
             )
-        size = self.model.image_size
+        size = self.model.metadata.image_size
         rows = list(images)
         if (height, width) != (size, size):
             with self.batcher.announce(count):
@@ -285,7 +285,7 @@ class PredictionService:
         batcher is idle (DynamicBatcher.try_alone)."""
         then = self.batcher.try_alone if alone else None
         try:
-            return await self.decoder.decode(image.data, self.model.image_size, image.name, then)
+            return await self.decoder.decode(image.data, self.model.metadata.image_size, image.name, then)
         except InferenceError as exc:  # the lone path's model call
             raise InferenceFailedError() from exc
 
@@ -307,14 +307,14 @@ class PredictionService:
         return Prediction(
             [self._answer(result.output) for result in results],
             self.version,
-            self.model.version,
+            self.model.metadata.version,
             _ms(time.perf_counter() - started),
             timings,
         )
 
     def _answer(self, scores: ImageScores) -> ImageAnswer:
         """Scores -> the answer every front reports, at the 6 decimals answers carry."""
-        names = self.model.class_names
+        names = self.model.metadata.class_names
         probabilities = tuple(round(float(p), 6) for p in scores.probabilities)
         best = int(np.argmax(scores.probabilities))
         threshold = self.model.pet_threshold

@@ -65,8 +65,10 @@ class StubRunner:
         }
 
 
-def stub_model(model_dir: Path) -> ExportedModel:
-    return ExportedModel(StubRunner(), read_metadata(model_dir), model_dir)
+def stub_model(model_dir: Path, pet_threshold: float | None = None) -> ExportedModel:
+    return ExportedModel(
+        StubRunner(), read_metadata(model_dir), model_dir, configured_pet_threshold=pet_threshold
+    )
 
 
 def serve(kind: str, port: int, model_dir: Path, profile: str | None) -> None:
@@ -80,7 +82,7 @@ def serve(kind: str, port: int, model_dir: Path, profile: str | None) -> None:
 
         settings = Settings(model_dir=model_dir, auto_train=False)
         configure_logging(settings.log_level)  # the JSON access log lines are part of the cost
-        app: Any = create_app(settings, model=stub_model(model_dir))
+        app: Any = create_app(settings, model=stub_model(model_dir, settings.pet_threshold))
     else:
         import benchmarks.peers.common as peer_common
         from benchmarks.peers import naive_fastapi

@@ -263,8 +263,8 @@ def write_results(
             },
             "size_mb": m.size_mb,
             "architecture": m.model.metadata.architecture,
-            "image_size": m.model.image_size,
-            "model_version": m.model.version,
+            "image_size": m.model.metadata.image_size,
+            "model_version": m.model.metadata.version,
             "model_dir": str(m.model_dir),
             "rounds": args.rounds,
             "seconds_per_round": args.seconds,
@@ -324,7 +324,7 @@ def main() -> None:
     for name, model_dir in args.models:
         model = load_exported_model(model_dir)
         check_preset(name, model)
-        size = model.image_size
+        size = model.metadata.image_size
         if size not in decoded:
             decoded[size] = np.stack([load_model_input(p.read_bytes(), size, MAX_PIXELS) for p in paths])
         metrics = training_metrics(model)

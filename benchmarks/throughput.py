@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.model import ServedModel
+from app.model import warm_up
 from app.settings import Settings
 from catdog.client import AsyncClient
 from catdog.saved_model import load_exported_model
@@ -33,13 +33,13 @@ except ModuleNotFoundError as error:  # started as `python benchmarks/throughput
 
 def raw_throughput(model_dir: Path, runtime: str, batch_size: int, seconds: float) -> float:
     # The same runtime the service picks (CATDOG_RUNTIME), so the ratio compares like with like.
-    model = ServedModel.create(load_exported_model(model_dir, runtime), None)
-    size = model.image_size
+    model = load_exported_model(model_dir, runtime)
+    size = model.metadata.image_size
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
-    model.warm_up((batch_size,))
+    warm_up(model, (batch_size,))
     images, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.exported.predict(batch)
+        model.predict(batch)
         images += batch_size
     return images / (time.perf_counter() - started)
 

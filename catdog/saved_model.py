@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from catdog.runtimes import (
     outputs_of,
     runtime_threads,
 )
+
+# Cut-off for a model that has a pet_score but records no threshold, when none is configured.
+DEFAULT_PET_THRESHOLD = 0.5
 
 
 class ModelLoadError(RuntimeError):
@@ -74,7 +77,9 @@ class ExportedModel:
     """A loaded export: `predict` maps a uint8 batch [N, H, W, 3] to its outputs.
 
     `runner` is the SavedModel's signature in TensorFlow, or a model derived from it for another CPU
-    runtime (catdog/runtimes.py); `runtime_reason` says why that one was chosen.
+    runtime (catdog/runtimes.py); `runtime_reason` says why that one was chosen. `pet_threshold` is the
+    pet-score cut-off it is served with, resolved once from `configured_pet_threshold` and the metadata
+    (`effective_pet_threshold`), so a model and its threshold cannot be paired wrongly.
     """
 
     runner: Runner
@@ -83,26 +88,21 @@ class ExportedModel:
     load_seconds: float = 0.0
     runtime_reason: str = ""
     derived: DerivedModel | None = None
+    configured_pet_threshold: InitVar[float | None] = None
+    # None and "no pet_score output" exactly when the model has no pet_score: nothing to compare.
+    pet_threshold: float | None = field(init=False)
+    pet_threshold_source: str = field(init=False)
+
+    def __post_init__(self, configured_pet_threshold: float | None) -> None:
+        threshold, source = effective_pet_threshold(self.metadata, configured_pet_threshold, self.derived)
+        object.__setattr__(self, "pet_threshold", threshold)
+        object.__setattr__(self, "pet_threshold_source", source)
 
     @property
-    def runtime(self) -> str:
-        return self.runner.runtime
-
-    @property
-    def precision(self) -> str:
-        return self.runner.precision
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.metadata.class_names)
-
-    @property
-    def image_size(self) -> int:
-        return self.metadata.image_size
-
-    @property
-    def version(self) -> str:
-        return self.metadata.version
+    def runtime_name(self) -> str:
+        """What runs the model, and in which precision: `litert-int8`, `tensorflow-fp32`, ... (the
+        `runtime` that /readyz, /metadata and the logs report)."""
+        return f"{self.runner.runtime}-{self.runner.precision}"
 
     def predict(self, images: np.ndarray) -> ModelOutputs:
         # Only what metadata.json declares is served, not whatever the graph returns.
@@ -110,12 +110,35 @@ class ExportedModel:
         return ModelOutputs(probabilities, pet_score)
 
 
-def load_exported_model(model_dir: Path | str, runtime: str = TENSORFLOW) -> ExportedModel:
+def effective_pet_threshold(
+    metadata: ModelMetadata, configured: float | None, derived: DerivedModel | None = None
+) -> tuple[float | None, str]:
+    """(threshold, where it came from): CATDOG_PET_THRESHOLD if set; else, for a derived model, the
+    threshold calibrated on its own scores (`ood_threshold` of its `derived` entry); else the threshold
+    the SavedModel was exported with (`metadata.ood.threshold`); else 0.5.
+
+    (None, "no pet_score output") when the model has no pet_score: there is nothing to compare.
+    """
+    if not metadata.has_pet_score:
+        return None, "no pet_score output"
+    if configured is not None:
+        return configured, "CATDOG_PET_THRESHOLD"
+    if derived is not None and derived.ood_threshold is not None:
+        return derived.ood_threshold, f"metadata.derived[{derived.key}].ood_threshold"
+    if metadata.ood is not None:
+        return metadata.ood.threshold, "metadata.ood.threshold"
+    return DEFAULT_PET_THRESHOLD, "default"
+
+
+def load_exported_model(
+    model_dir: Path | str, runtime: str = TENSORFLOW, pet_threshold: float | None = None
+) -> ExportedModel:
     """Read and validate metadata.json, then load the model in `runtime`; ModelLoadError says what is wrong.
 
     `runtime`: "tensorflow" (the SavedModel), "auto" (the fastest derived model that passed its
     equivalence check and can be loaded here, else TensorFlow) or a runtime name from
-    `catdog.runtimes.RUNTIMES` (its derived model, or ModelLoadError).
+    `catdog.runtimes.RUNTIMES` (its derived model, or ModelLoadError). `pet_threshold`: the configured
+    pet-score cut-off (CATDOG_PET_THRESHOLD), None for the one the model records.
     """
     model_dir = Path(model_dir)
     if not model_exists(model_dir):
@@ -135,12 +158,13 @@ def load_exported_model(model_dir: Path | str, runtime: str = TENSORFLOW) -> Exp
         if entry is not None:
             runner = load_runner(entry, model_dir, metadata.image_size)
             _check_probe(runner, entry.probe, metadata.image_size, entry.key)
-            return ExportedModel(runner, metadata, model_dir, time.perf_counter() - started, reason, entry)
+            seconds = time.perf_counter() - started
+            return ExportedModel(runner, metadata, model_dir, seconds, reason, entry, pet_threshold)
     except RuntimeUnavailableError as exc:
         if runtime != AUTO:
             raise ModelLoadError(str(exc)) from exc
         reason = f"{exc}; using TensorFlow"
-    model = _load_tensorflow(model_dir, metadata, started, reason)
+    model = _load_tensorflow(model_dir, metadata, started, reason, pet_threshold)
     try:
         _check_probe(model.runner, metadata.probe, metadata.image_size, "the SavedModel in TensorFlow")
     except RuntimeUnavailableError as exc:
@@ -176,7 +200,9 @@ def _configure_tensorflow(tf: Any) -> None:
     tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
-def _load_tensorflow(model_dir: Path, metadata: ModelMetadata, started: float, reason: str) -> ExportedModel:
+def _load_tensorflow(
+    model_dir: Path, metadata: ModelMetadata, started: float, reason: str, pet_threshold: float | None
+) -> ExportedModel:
     import tensorflow as tf  # imported late: it takes seconds, and only loading a model needs it
 
     _configure_tensorflow(tf)
@@ -194,4 +220,5 @@ def _load_tensorflow(model_dir: Path, metadata: ModelMetadata, started: float, r
             f"metadata.json promises {metadata.outputs}"
         )
     runner = TensorFlowRunner(signature, loaded)
-    return ExportedModel(runner, metadata, model_dir, time.perf_counter() - started, reason)
+    seconds = time.perf_counter() - started
+    return ExportedModel(runner, metadata, model_dir, seconds, reason, configured_pet_threshold=pet_threshold)

@@ -155,7 +155,9 @@ def evaluate_saved_model(
     except ModelLoadError as exc:
         raise ModelUnusableError(str(exc)) from exc
     if threshold is not None and not model.metadata.has_pet_score:
-        raise ConfigError(f"model {model.version} has no pet_score output, so no threshold applies to it")
+        raise ConfigError(
+            f"model {model.metadata.version} has no pet_score output, so no threshold applies to it"
+        )
     training = _training_settings(model)
     if val_fraction is None:
         val_fraction = float(training.get("val_fraction", DEFAULT_VAL_FRACTION))
@@ -164,7 +166,7 @@ def evaluate_saved_model(
 
     dataset = load_dataset(
         data_dir,
-        model.image_size,
+        model.metadata.image_size,
         val_fraction=val_fraction,
         seed=seed,
         limit=limit,
@@ -179,7 +181,7 @@ def evaluate_saved_model(
     outputs = predict_exported(model, data.images, batch_size)
     result: dict[str, Any] = {
         "model": str(model.model_dir),
-        "model_version": model.version,
+        "model_version": model.metadata.version,
         "data_dir": str(dataset.root),
         "layout": dataset.layout,
         "split": chosen,

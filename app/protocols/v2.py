@@ -284,7 +284,7 @@ def _model_metadata(service: PredictionService, versions: list[str]) -> V2ModelM
         platform="tensorflow_savedmodel",
         inputs=[_tensor_metadata(INPUT_NAMES[kind], spec) for kind, spec in INPUTS.items()],
         outputs=[_tensor_metadata(spec.name, spec) for spec in service.outputs],
-        parameters=V2ModelParameters(catdog_model_version=service.model.version),
+        parameters=V2ModelParameters(catdog_model_version=service.model.metadata.version),
     )
 
 

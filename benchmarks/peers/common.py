@@ -20,19 +20,20 @@ def load_model() -> ExportedModel:
     model_dir = os.environ.get("PEER_MODEL_DIR", "model/default")
     model = load_exported_model(model_dir, os.environ.get("PEER_RUNTIME", "auto"))
     # Warm up at batch 1 and 16, like catdog does before it takes requests.
+    side = model.metadata.image_size
     for size in (1, 16):
-        model.predict(np.zeros((size, model.image_size, model.image_size, 3), dtype=np.uint8))
+        model.predict(np.zeros((size, side, side, 3), dtype=np.uint8))
     return model
 
 
 def decode(model: ExportedModel, data: bytes) -> np.ndarray:
-    return load_model_input(data, model.image_size, MAX_PIXELS)
+    return load_model_input(data, model.metadata.image_size, MAX_PIXELS)
 
 
 def answers(model: ExportedModel, outputs: ModelOutputs) -> list[dict[str, Any]]:
     result = []
     for index, row in enumerate(outputs.probabilities):
-        probabilities = {name: float(p) for name, p in zip(model.class_names, row, strict=True)}
+        probabilities = {name: float(p) for name, p in zip(model.metadata.class_names, row, strict=True)}
         pet = None if outputs.pet_score is None else float(outputs.pet_score[index])
         label = max(probabilities, key=probabilities.__getitem__)
         result.append({"label": label, "probabilities": probabilities, "pet_score": pet})

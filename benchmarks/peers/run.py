@@ -256,10 +256,10 @@ def raw_batched(
     model = state["model"]
     batch = (photos * 16)[:16]
     done, started = 0, time.perf_counter()
-    model.predict(np.stack([load_model_input(p, model.image_size, 40_000_000) for p in batch]))
+    model.predict(np.stack([load_model_input(p, model.metadata.image_size, 40_000_000) for p in batch]))
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.predict(np.stack([load_model_input(p, model.image_size, 40_000_000) for p in batch]))
+        model.predict(np.stack([load_model_input(p, model.metadata.image_size, 40_000_000) for p in batch]))
         done += len(batch)
     return Run(done, 0, time.perf_counter() - started, [])
 

@@ -7,18 +7,19 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
 
 from app.logs import json_handler, reset_request_id, set_request_id
-from app.model import effective_pet_threshold
 from app.settings import Settings
 from catdog.contract import ModelMetadata
+from catdog.saved_model import ExportedModel, effective_pet_threshold
 from tests.conftest import PET_MODEL_THRESHOLD, tiny_pet_score
 from tests.images import BLUE, RED, blue_jpeg, encode, red_png, solid, truncated_jpeg
 
@@ -190,6 +191,16 @@ def test_effective_pet_threshold(
         | {"outputs": outputs, "ood": ood}
     )
     assert effective_pet_threshold(metadata, configured) == expected
+    # The loaded model carries the same resolution: one object, threshold included.
+    model = ExportedModel(_NoRunner(), metadata, Path("m"), configured_pet_threshold=configured)
+    assert (model.pet_threshold, model.pet_threshold_source) == expected
+
+
+class _NoRunner:
+    runtime, precision = "none", "fp32"
+
+    def __call__(self, images: np.ndarray) -> Mapping[str, np.ndarray]:
+        raise AssertionError("not run")
 
 
 def test_batch_items_carry_pet_fields(pet_client: TestClient) -> None:

@@ -197,8 +197,10 @@ def solid_batch(*colors: tuple[int, int, int]) -> np.ndarray:
 
 def test_model_without_pet_score_predicts_probabilities_only(tiny_model_dir: Path) -> None:
     model = load_exported_model(tiny_model_dir)
-    assert model.class_names == ["cat", "dog"]
-    assert model.image_size == TINY_IMAGE_SIZE
+    assert model.metadata.class_names == ["cat", "dog"]
+    assert model.metadata.image_size == TINY_IMAGE_SIZE
+    assert (model.pet_threshold, model.pet_threshold_source) == (None, "no pet_score output")
+    assert model.runtime_name == "tensorflow-fp32"
     outputs = model.predict(solid_batch(RED, BLUE))
     assert outputs.probabilities.dtype == np.float64
     assert outputs.probabilities.shape == (2, 2)
@@ -210,6 +212,7 @@ def test_model_with_pet_score_predicts_both(tiny_pet_model_dir: Path) -> None:
     model = load_exported_model(tiny_pet_model_dir)
     assert model.metadata.has_pet_score
     assert model.metadata.ood is not None and model.metadata.ood.threshold == 0.5
+    assert (model.pet_threshold, model.pet_threshold_source) == (0.5, "metadata.ood.threshold")
     dark = (60, 0, 0)
     outputs = model.predict(solid_batch(RED, dark, BLUE))
     assert outputs.probabilities.argmax(axis=1).tolist() == [0, 0, 1]

@@ -72,7 +72,7 @@ def test_old_metadata_has_no_derived_models(tiny_model_dir: Path, tmp_path: Path
     (model_dir / METADATA_FILE).write_text(json.dumps(raw))
     assert read_metadata(model_dir).derived == []
     model = load_exported_model(model_dir, "auto")
-    assert model.runtime == "tensorflow"
+    assert model.runner.runtime == "tensorflow"
     assert "no derived models" in model.runtime_reason
 
 
@@ -104,7 +104,7 @@ def test_derive_writes_checked_models_into_metadata(derived_dir: Path) -> None:
 def test_each_runtime_answers_like_the_saved_model_on_real_photos(derived_dir: Path, runtime: str) -> None:
     reference = load_exported_model(derived_dir, "tensorflow")
     model = load_exported_model(derived_dir, f"{runtime}-fp32")
-    assert model.runtime == runtime and model.precision == "fp32"
+    assert model.runner.runtime == runtime and model.runner.precision == "fp32"
     assert model.derived is not None and model.derived.passed
     images, _ = _photo_batch(TINY_IMAGE_SIZE)
     expected = reference.predict(images)
@@ -143,14 +143,14 @@ def test_auto_picks_the_fastest_usable_model(derived_dir: Path, tmp_path: Path) 
     entry, reason = choose_derived(metadata, model_dir, "auto")
     assert entry is not None and entry.key == best.key
     assert "fastest usable" in reason
-    assert load_exported_model(model_dir, "auto").runtime == best.runtime
+    assert load_exported_model(model_dir, "auto").runner.runtime == best.runtime
 
 
 def test_auto_falls_back_to_tensorflow_and_says_why(derived_dir: Path, tmp_path: Path) -> None:
     model_dir = _with_entries(derived_dir, tmp_path / "m", lambda entries: None)
     shutil.rmtree(model_dir / "derived")
     model = load_exported_model(model_dir, "auto")
-    assert model.runtime == "tensorflow"
+    assert model.runner.runtime == "tensorflow"
     assert "is missing" in model.runtime_reason and "training derive" in model.runtime_reason
     with pytest.raises(ModelLoadError, match=r"cannot be used.*is missing"):
         load_exported_model(model_dir, DERIVED_RUNTIMES[0])
@@ -178,7 +178,7 @@ def test_a_changed_file_is_refused(derived_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="sha256 differs"):
         load_exported_model(model_dir, runtime)
     model = load_exported_model(model_dir, "auto")
-    assert model.runtime == "tensorflow" and "sha256 differs" in model.runtime_reason
+    assert model.runner.runtime == "tensorflow" and "sha256 differs" in model.runtime_reason
 
 
 def test_unknown_runtime_is_refused(tiny_model_dir: Path) -> None:
@@ -366,7 +366,7 @@ def test_a_derived_model_answering_otherwise_here_is_not_served(derived_dir: Pat
     with pytest.raises(ModelLoadError, match=r"answers the probe images differently.*1\.00e-02 > 1e-03"):
         load_exported_model(model_dir, f"{runtime}-fp32")
     model = load_exported_model(model_dir, "auto")
-    assert model.runtime == "tensorflow" and "probe images" in model.runtime_reason
+    assert model.runner.runtime == "tensorflow" and "probe images" in model.runtime_reason
 
 
 def test_a_saved_model_answering_otherwise_here_does_not_load(derived_dir: Path, tmp_path: Path) -> None:

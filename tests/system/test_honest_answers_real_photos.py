@@ -25,14 +25,14 @@ def validation_photos() -> tuple[np.ndarray, np.ndarray]:
 
 def _served_answers(runtime: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
     """(P(cat), pet flag, threshold) of every image through the model as the service serves it."""
-    from app.model import ServedModel
+    from app.model import scores
     from catdog.saved_model import load_exported_model
 
-    model = ServedModel.create(load_exported_model(DEFAULT_MODEL_DIR, runtime), None)
-    scores = [s for start in range(0, len(images), 32) for s in model.predict(images[start : start + 32])]
-    p_cat = np.array([s.probabilities[0] for s in scores])
+    model = load_exported_model(DEFAULT_MODEL_DIR, runtime)
+    answers = [s for start in range(0, len(images), 32) for s in scores(model, images[start : start + 32])]
+    p_cat = np.array([s.probabilities[0] for s in answers])
     flagged = np.array(
-        [s.pet_score is not None and s.pet_score < (model.pet_threshold or 0.0) for s in scores]
+        [s.pet_score is not None and s.pet_score < (model.pet_threshold or 0.0) for s in answers]
     )
     return p_cat, flagged, model.pet_threshold
 

@@ -115,7 +115,7 @@ def test_served_answers_match_training_and_flag_non_pets(fast_model: Path, non_p
         pixels = np.stack([load_model_input(p.read_bytes(), 224, 50_000_000) for p in paths])
         outputs = model.predict(pixels)
         assert outputs.pet_score is not None
-        assert [model.class_names[i] for i in outputs.probabilities.argmax(axis=1)] == [label] * 6
+        assert [model.metadata.class_names[i] for i in outputs.probabilities.argmax(axis=1)] == [label] * 6
         # These are among the 24 fitted photos, each scored without itself: most pass.
         assert (outputs.pet_score >= threshold).sum() >= 5
     non_pets = [non_pet_set / "non-pets" / name for name in ("astronaut.png", "coffee.png", "rocket.jpg")]
