@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-CLASSES = ("cats", "dogs")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from training.data import ALL, CLASS_FOLDERS, CLASS_NAMES, LabeledFile, discover
+
 DEFAULT_TRAIN_ARGS = [
     "--preset",
     "finetune",
@@ -38,24 +41,16 @@ DEFAULT_TRAIN_ARGS = [
 ]
 
 
-def labelled_photos(data_dir: Path) -> list[tuple[Path, int]]:
-    """Every photo of train/ and validation/, with its class index, in a fixed order."""
-    photos = []
-    for split in ("train", "validation"):
-        for label, name in enumerate(CLASSES):
-            photos += [(path, label) for path in sorted((data_dir / split / name).glob("*.jpg"))]
-    return photos
-
-
-def link_fold(photos: list[tuple[Path, int]], held: set[int], root: Path) -> Path:
+def link_fold(photos: list[LabeledFile], held: set[int], root: Path) -> Path:
     """root/data/{train,validation}/{cats,dogs}: links to the photos, the held-out fold as validation/."""
     data = root / "data"
-    for index, (path, label) in enumerate(photos):
+    for index, photo in enumerate(photos):
         split = "validation" if index in held else "train"
-        target = data / split / CLASSES[label] / f"{index:04d}-{path.name}"
+        folder = CLASS_FOLDERS[CLASS_NAMES[photo.label]][0]
+        target = data / split / folder / f"{index:04d}-{photo.path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            target.symlink_to(path.resolve())
+            target.symlink_to(photo.path.resolve())
     return data
 
 
@@ -71,8 +66,8 @@ def main() -> int:
     args = parser.parse_args()
     train_args = args.train_args or DEFAULT_TRAIN_ARGS
 
-    photos = labelled_photos(args.data_dir)
-    labels = np.array([label for _, label in photos])
+    photos = discover(args.data_dir, splits=(ALL,)).files[ALL]  # train/ and validation/, in a fixed order
+    labels = np.array([photo.label for photo in photos])
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels)
     # The frozen recipe: the same command without the fine-tuning (flags override the preset).
     runs = {"frozen": [*train_args, "--fine-tune-epochs", "0"], "fine-tuned": train_args}
