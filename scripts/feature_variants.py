@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.crossval import fit_head, folds_for, mean_interval, paired, sigmoid
-from training.features import cache_dir
+from training.features import cache_dir, transform
 from training.metrics import accuracy, log_loss
 from training.select import FeatureStore
 
@@ -132,12 +132,12 @@ def features(pools: dict[str, np.ndarray], spec: str) -> np.ndarray:
     for part in spec.split("+"):
         name, _, kind = part.partition(":")
         x: np.ndarray = pools[name].astype(np.float32)
-        if kind == "sqrt":
-            x = np.sqrt(np.maximum(x, 0.0) + 1e-6)
-        elif kind == "pow0.25":
+        if kind == "pow0.25":
             x = np.maximum(x, 0.0) ** 0.25
         elif kind == "log":
             x = np.log(np.maximum(x, 0.0) + 1e-3)
+        else:  # the recipe's own transforms, exactly as training applies them
+            x = transform(x, kind)
         parts.append(x)
     return np.concatenate(parts, axis=1)
 
