@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ _DECODING = (
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run a full training; returns the evaluation report (also written to report/evaluation.json)."""
+    started = time.monotonic()
     # Cheap checks first: a wrong data path or missing weights fail before any decoding or training.
     found = discover(config.data_dir, val_fraction=config.val_fraction, seed=config.seed)
     weights: WeightsFile | None = None
@@ -62,11 +64,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     logger.info("data: %s (layout %s), counts %s", dataset.root, dataset.layout, dataset.counts())
     if is_pretrained(config.arch):
-        return _train_pretrained(config, dataset)
-    return _train_fitted(config, dataset, weights)
+        return _train_pretrained(config, dataset, started)
+    return _train_fitted(config, dataset, weights, started)
 
 
-def _train_fitted(config: TrainConfig, dataset: LoadedDataset, weights: WeightsFile | None) -> dict[str, Any]:
+def _train_fitted(
+    config: TrainConfig, dataset: LoadedDataset, weights: WeightsFile | None, started: float
+) -> dict[str, Any]:
 
     result = fit(config, dataset, weights)
     val = dataset.splits["validation"]
@@ -94,10 +98,11 @@ def _train_fitted(config: TrainConfig, dataset: LoadedDataset, weights: WeightsF
             "training": training,
         },
         evaluation={"best_epoch": result.best_epoch},
+        started=started,
     )
 
 
-def _train_pretrained(config: TrainConfig, dataset: LoadedDataset) -> dict[str, Any]:
+def _train_pretrained(config: TrainConfig, dataset: LoadedDataset, started: float) -> dict[str, Any]:
     result = train_pretrained(config, dataset)
     serve = build_serving_function(result.model, config.input_size, config.flip_tta)
     if result.sample is not None and not config.flip_tta:
@@ -162,6 +167,7 @@ def _train_pretrained(config: TrainConfig, dataset: LoadedDataset) -> dict[str, 
         metadata=metadata,
         evaluation={"ood": ood, "cross_validation": cross_validation, "fine_tune": result.fine_tune},
         calibration=cross_validation["calibration"],
+        started=started,
     )
 
 

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from catdog.contract import CLASS_NAMES, METADATA_FILE
+from catdog.cpus import process_cpus
 from training.config import TrainConfig
 from training.data import LoadedDataset
 from training.export import export_saved_model
@@ -25,6 +27,7 @@ logger = logging.getLogger("catdog.training.report")
 
 REPORT_DIR = "report"
 EVALUATION_FILE = "evaluation.json"
+CROSS_VALIDATION_FILE = "cross_validation.md"
 
 
 def default_version(arch: str, data_hash: str, now: dt.datetime) -> str:
@@ -57,6 +60,44 @@ def summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def format_cross_validation(cv: dict[str, Any], arch: str) -> str:
+    """The run's cross-validation as Markdown: each C's mean out-of-fold log loss, the chosen C's
+    figures with their intervals, and the reliability diagram's bins."""
+    low_high = "{mean:.4f} [{low:.4f}, {high:.4f}]"
+    accuracy = cv["accuracy"]
+    lines = [
+        f"# Cross-validation: {arch}",
+        "",
+        f"{cv['repeats']} x {cv['folds']}-fold stratified cross-validation over {cv['fitted_on']}: each "
+        "photo's answer comes from a head fitted without it. The head is then fitted on all of them.",
+        "",
+        "| C | mean out-of-fold log loss |",
+        "|---|---|",
+    ]
+    for c, loss in cv["by_C"].items():
+        chosen = c == f"{cv['C']:g}"
+        lines.append(f"| {'**' + c + '** (chosen)' if chosen else c} | {loss:.4f} |")
+    lines += [
+        "",
+        f"At C {cv['C']:g}: log loss {low_high.format(**cv['log_loss'])}, accuracy "
+        f"{100 * accuracy['mean']:.2f}% [{100 * accuracy['low']:.2f}, {100 * accuracy['high']:.2f}] "
+        f"(95% intervals over the {cv['repeats'] * cv['folds']} folds).",
+    ]
+    calibration = cv.get("calibration")
+    if calibration:
+        lines += [
+            "",
+            f"Reliability ([reliability.png](reliability.png)); expected calibration error "
+            f"{calibration['ece']:.4f}:",
+            "",
+            "| confidence (mean P of the answered class) | accuracy | photos |",
+            "|---|---|---|",
+        ]
+        for b in calibration["bins"]:
+            lines.append(f"| {b['confidence']:.4f} | {b['accuracy']:.4f} | {b['count']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_run(
     config: TrainConfig,
     dataset: LoadedDataset,
@@ -67,9 +108,11 @@ def write_run(
     metadata: dict[str, Any],
     evaluation: dict[str, Any],
     calibration: dict[str, Any] | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Export `model` with `metadata` (plus what every run records) and the report; returns the
-    evaluation report as written. `calibration` (crossval.calibration_table) adds a reliability diagram."""
+    evaluation report as written. `calibration` (crossval.calibration_table) adds a reliability diagram;
+    `started` (time.monotonic() at the run's start) records its wall time up to the export."""
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     version = config.version or default_version(config.arch, dataset.data_hash, now)
@@ -83,6 +126,9 @@ def write_run(
         "data_hash": dataset.data_hash,
     }
     training = {"config": config.recorded(), "data": data_info, **metadata.get("training", {})}
+    if started is not None:
+        training["wall_seconds"] = round(time.monotonic() - started, 1)
+        training["cpus"] = process_cpus().count
     full_metadata = {
         "name": output.name,
         "version": version,
@@ -127,12 +173,17 @@ def write_run(
         plot_roc_curve(curve["fpr"], curve["tpr"], metrics["roc_auc"], report / "roc_curve.png")
         if calibration is not None:
             plot_reliability(calibration, report / "reliability.png")
+        if "cross_validation" in evaluation:
+            text = format_cross_validation(evaluation["cross_validation"], config.arch)
+            (report / CROSS_VALIDATION_FILE).write_text(text, encoding="utf-8")
         replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("model %s written to %s", version, output)
     print(f"model {version} written to {output}")
+    if "wall_seconds" in training:
+        print(f"trained in {training['wall_seconds'] / 60:.1f} minutes on {training['cpus']} CPUs")
     print(format_metrics(metrics))
     return full_evaluation
 

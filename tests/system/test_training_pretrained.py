@@ -83,6 +83,13 @@ def test_metadata_records_backbone_weights_head_and_threshold(fast_model: Path) 
     evaluation = json.loads((fast_model / "report" / "evaluation.json").read_text())
     assert set(evaluation["cross_validation"]["by_C"]) == {f"{c:g}" for c in config["head_c"]}
     assert (fast_model / "report" / "reliability.png").is_file()
+    # The run report: one row per C (the chosen one marked), then one per reliability bin.
+    table = (fast_model / "report" / "cross_validation.md").read_text()
+    assert f"| **{cv['C']:g}** (chosen) |" in table and "2 x 4-fold" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    bins = evaluation["cross_validation"]["calibration"]["bins"]
+    assert len(rows) == 2 + len(config["head_c"]) + len(bins)
+    assert 0 < metadata["training"]["wall_seconds"] < 3600 and metadata["training"]["cpus"] >= 1
     ood = metadata["ood"]
     assert ood["neighbours"] == 10 and ood["reference_photos"] == 24
     assert 0.0 < ood["threshold"] < 1.0
