@@ -107,8 +107,8 @@ def write_run(
     history: list[dict[str, Any]],
     metadata: dict[str, Any],
     evaluation: dict[str, Any],
+    started: float,
     calibration: dict[str, Any] | None = None,
-    started: float | None = None,
 ) -> dict[str, Any]:
     """Export `model` with `metadata` (plus what every run records) and the report; returns the
     evaluation report as written. `calibration` (crossval.calibration_table) adds a reliability diagram;
@@ -125,10 +125,13 @@ def write_run(
         "skipped": dataset.skipped_counts(),
         "data_hash": dataset.data_hash,
     }
-    training = {"config": config.recorded(), "data": data_info, **metadata.get("training", {})}
-    if started is not None:
-        training["wall_seconds"] = round(time.monotonic() - started, 1)
-        training["cpus"] = process_cpus().count
+    training = {
+        "config": config.recorded(),
+        "data": data_info,
+        **metadata.get("training", {}),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "cpus": process_cpus().count,
+    }
     full_metadata = {
         "name": output.name,
         "version": version,
@@ -182,8 +185,7 @@ def write_run(
         raise
     logger.info("model %s written to %s", version, output)
     print(f"model {version} written to {output}")
-    if "wall_seconds" in training:
-        print(f"trained in {training['wall_seconds'] / 60:.1f} minutes on {training['cpus']} CPUs")
+    print(f"trained in {training['wall_seconds'] / 60:.1f} minutes on {training['cpus']} CPUs")
     print(format_metrics(metrics))
     return full_evaluation
 
