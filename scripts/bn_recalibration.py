@@ -82,7 +82,7 @@ def figures(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[320, 336, 340])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[336, 320, 340])
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     store = FeatureStore(args.data_dir, args.batch_size)
